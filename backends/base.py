@@ -1,0 +1,123 @@
+"""The engine contract: what the facade needs from an inference engine, and nothing more.
+
+An engine runs one model in this process. It takes prompt token ids (the facade renders and
+tokenizes the prompt, so both engines see the same ids) and streams back deltas. Heavy imports
+(`llama_cpp`, `vllm`, `torch`) happen inside `start()`, never at import of this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling for one request. `temperature == 0` means greedy decoding."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = disabled
+    min_p: float = 0.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    # A JSON schema the output must match (structured output / forced tool calls). None = free text.
+    json_schema: dict | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingParams
+    # Pins a conversation to a cache slot where the engine keeps several (the OpenAI `user` field).
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One step of a generation: new text (possibly empty) and, on the last delta, why it ended.
+
+    `completion_tokens` is the running total of generated tokens. An engine yields exactly one
+    delta with `finish_reason` set, and it is the last one.
+    """
+
+    text: str
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineCapabilities:
+    grammar: bool = False  # can constrain output to a JSON schema
+    embeddings: bool = False
+    batching: bool = False  # serves several sequences at once
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model_id: str
+    context_length: int
+    architecture: str
+    capabilities: EngineCapabilities
+    # Chat template embedded in the model file, if any (Jinja2 source).
+    chat_template: str | None = None
+    bos_token: str = ""
+    eos_token: str = ""
+
+
+class EngineError(RuntimeError):
+    """The engine could not start or failed while generating; the message names cause and fix."""
+
+
+class EngineOverloadedError(EngineError):
+    """Every slot is busy and the wait queue is full; the client should retry later."""
+
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine implements. See the module docstring."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Load the model. Raises EngineError with a message naming cause and fix."""
+
+    async def close(self) -> None:
+        """Abort running work and free the model."""
+
+    def info(self) -> EngineInfo: ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids for a rendered prompt, with BOS added as the model expects and special
+        tokens written in the text (`<start_of_turn>`) parsed as such."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Stream deltas. Closing the iterator early (aclose / task cancel) aborts the work in
+        the engine and frees its slot."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What an engine needs to load its model; built by the facade from the settings."""
+
+    model: str  # a GGUF file path, an HF model id or a local HF folder
+    context_size: int
+    cache_dir: str  # where converted models and other derived files are kept
+    n_threads: int | None = None  # None = all cores
+    n_gpu_layers: int = 0
+    parallel: int = 1  # sequences served at once, where the engine batches
+    # Engine-specific options (for vLLM: tensor_parallel_size, gpu_memory_utilization, ...).
+    options: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,60 @@
+"""create_app(): the FastAPI application. Settings are read here, not at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI
+
+from server.dependencies import require_api_key
+from server.errors import install_error_handlers
+from server.routes import chat, completions, health, models
+from service.gguf_client import GGUFClient
+from service.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+async def _load_model(app: FastAPI, client: GGUFClient) -> None:
+    try:
+        await client.start()
+    except Exception:
+        logger.critical("the model could not be loaded: %s", client.failure)
+        app.state.startup_failure = client.failure
+        # The server cannot serve anything useful: stop it; main.py exits non-zero.
+        shutdown = getattr(app.state, "request_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    client: GGUFClient = app.state.client
+    # Load in the background so /health answers 503 with the stage while the model loads.
+    loading = asyncio.create_task(_load_model(app, client))
+    try:
+        yield
+    finally:
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+        await client.close()
+
+
+def create_app(settings: Settings | None = None, client: GGUFClient | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    app = FastAPI(title="Jarvis LLM Proxy", version="0.1.0", lifespan=_lifespan)
+    app.state.settings = settings
+    app.state.client = client or GGUFClient(settings)
+    app.state.started_at = int(time.time())
+    app.state.startup_failure = None
+    install_error_handlers(app)
+    app.include_router(health.router)
+    protected = [Depends(require_api_key)]
+    for area in (chat, completions, models):
+        app.include_router(area.router, dependencies=protected)
+    return app

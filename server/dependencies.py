@@ -1,0 +1,45 @@
+"""Request dependencies: the facade from app state, and the API key check for /v1."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from service.gguf_client import GGUFClient
+from service.settings import Settings
+
+
+def get_client(request: Request) -> GGUFClient:
+    return request.app.state.client
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+Client = Annotated[GGUFClient, Depends(get_client)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def _presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key")
+
+
+def require_api_key(request: Request, settings: AppSettings) -> None:
+    """With JARVIS_API_KEY set, /v1 needs it (Bearer or X-Api-Key); without it, anything goes."""
+    if settings.api_key is None:
+        return
+    presented = _presented_key(request)
+    expected = settings.api_key.get_secret_value()
+    if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="Invalid or missing API key: send it as 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from server.dependencies import Client
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(client: Client) -> JSONResponse:
+    """200 once the model is loaded; 503 with the current stage (or the failure) before that."""
+    if client.ready:
+        return JSONResponse({"status": "ok", "engine": client.engine_name, "model": client.model_ids()[0]})
+    reason = client.failure or client.stage
+    return JSONResponse({"status": "unavailable", "stage": client.stage, "reason": reason}, status_code=503)

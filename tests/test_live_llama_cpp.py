@@ -1,0 +1,142 @@
+"""Real tier: the packaged gemma model on llama.cpp, through the official `openai` client against
+a live server on 127.0.0.1. The model is the base (not instruction-tuned) gemma-3-270m, so tests
+check behaviour, not the wisdom of its answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.real
+
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant in a smart home."},
+    {"role": "user", "content": "Write a short story about a lighthouse keeper."},
+]
+
+
+@pytest.fixture(scope="module")
+def client(llama_server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=llama_server.api_url, api_key="anything", max_retries=0, timeout=120)
+
+
+def test_health_was_503_with_a_stage_then_200(llama_server) -> None:
+    statuses = [status for status, _ in llama_server.health_history]
+    assert statuses[-1] == 200
+    assert 503 in statuses, f"health never reported loading: {statuses}"
+    first_503 = next(body for status, body in llama_server.health_history if status == 503)
+    assert first_503["reason"] in {"starting", "preparing model", "loading model"}
+
+
+def test_models_lists_the_loaded_model_and_alias(client: openai.OpenAI) -> None:
+    ids = [model.id for model in client.models.list()]
+    assert ids == ["gemma-3-270m-q4_k_m", "jarvis"]
+
+
+def test_whole_chat_answer(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(model="jarvis", messages=MESSAGES, max_tokens=12, temperature=0)
+    choice = response.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content.strip()
+    assert choice.finish_reason in {"stop", "length"}
+    assert response.usage.completion_tokens <= 12
+    assert response.usage.prompt_tokens > 10
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+
+
+def test_greedy_stream_joins_to_the_whole_answer(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(
+        model="x", messages=MESSAGES, max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == whole.choices[0].message.content
+    content_chunks = [chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
+    assert len(content_chunks) > 3, "the answer should arrive token by token"
+    finish = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason]
+    assert finish == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(model="x", messages=MESSAGES, max_completion_tokens=3, temperature=0)
+    assert response.choices[0].finish_reason == "length"
+    assert response.usage.completion_tokens == 3
+
+
+def test_text_completion_whole_and_streamed(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model="x", prompt="The capital of France is", max_tokens=8, temperature=0)
+    assert whole.choices[0].text.strip()
+    streamed = "".join(
+        chunk.choices[0].text
+        for chunk in client.completions.create(
+            model="x", prompt="The capital of France is", max_tokens=8, temperature=0, stream=True
+        )
+        if chunk.choices
+    )
+    assert streamed == whole.choices[0].text
+
+
+def test_stop_string_ends_the_answer_and_is_not_sent(client: openai.OpenAI) -> None:
+    prompt = "Here is a list of fruits: apple, banana,"
+    free = client.completions.create(model="x", prompt=prompt, max_tokens=24, temperature=0).choices[0].text
+    assert len(free) > 8
+    stop = free[len(free) // 2 : len(free) // 2 + 3]  # lands inside the answer, likely across tokens
+    cut = free.index(stop)
+    for stream in (False, True):
+        if stream:
+            text = "".join(
+                chunk.choices[0].text
+                for chunk in client.completions.create(model="x", prompt=prompt, max_tokens=24, temperature=0, stop=[stop], stream=True)
+                if chunk.choices
+            )
+        else:
+            response = client.completions.create(model="x", prompt=prompt, max_tokens=24, temperature=0, stop=stop)
+            assert response.choices[0].finish_reason == "stop"
+            text = response.choices[0].text
+        assert text == free[:cut]
+        assert stop not in text
+
+
+def test_prompt_over_the_context_is_400_with_both_numbers(client: openai.OpenAI) -> None:
+    too_long = [{"role": "user", "content": "lamp " * 3000}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="x", messages=too_long, max_tokens=5)
+    message = raised.value.body["message"]
+    assert "2048" in message and "tokens" in message
+    assert raised.value.body["code"] == "context_length_exceeded"
+    # still serving
+    assert client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=2).choices
+
+
+def test_invalid_parameter_is_400_and_server_keeps_serving(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="x", messages=MESSAGES, temperature=-1)
+    assert raised.value.body["param"] == "temperature"
+    assert client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=2).choices
+
+
+def test_models_answers_while_a_long_stream_runs(llama_server, client: openai.OpenAI) -> None:
+    first_chunk = threading.Event()
+    finished_at: list[float] = []
+
+    def consume() -> None:
+        stream = client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=200, temperature=0, stream=True)
+        for _ in stream:
+            first_chunk.set()
+        finished_at.append(time.monotonic())
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    assert first_chunk.wait(60)
+    models = httpx.get(f"{llama_server.api_url}/models", timeout=10)
+    health = httpx.get(f"{llama_server.base_url}/health", timeout=10)
+    answered_at = time.monotonic()
+    worker.join(120)
+    assert models.status_code == 200 and health.status_code == 200
+    assert finished_at and answered_at < finished_at[0], "/v1/models waited for the stream to end"
