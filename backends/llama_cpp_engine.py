@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import logging
 import os
 import random
@@ -46,7 +47,7 @@ class LlamaCppEngine:
             model_id=path.name.removesuffix(".gguf"),
             context_length=self._llama.n_ctx(),
             architecture=metadata.get("general.architecture", "unknown"),
-            capabilities=EngineCapabilities(),
+            capabilities=EngineCapabilities(grammar=True),
             chat_template=metadata.get("tokenizer.chat_template"),
             bos_token=self._piece(self._llama.token_bos()),
             eos_token=self._piece(self._llama.token_eos()),
@@ -119,6 +120,9 @@ class LlamaCppEngine:
             greedy = sampling.temperature == 0
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             vocab = self._llama._model.vocab
+            grammar = None
+            if sampling.json_schema is not None:
+                grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(sampling.json_schema), verbose=False)
             generated = 0
             for token in self._llama.generate(
                 request.prompt_token_ids,
@@ -129,6 +133,7 @@ class LlamaCppEngine:
                 repeat_penalty=sampling.repeat_penalty,
                 presence_penalty=sampling.presence_penalty,
                 frequency_penalty=sampling.frequency_penalty,
+                grammar=grammar,
             ):
                 if cancelled.is_set():
                     break
