@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from chat_formats.tool_parsers import parser_for_template
+
+ToolSupport = Literal["native", "react", "none"]
 
 _TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -17,24 +22,34 @@ class ChatFormat:
     stop: tuple[str, ...] = ()
     # Model architectures (GGUF general.architecture / HF model_type) this format is the default for.
     architectures: tuple[str, ...] = field(default=(), compare=False)
+    # How tools reach the model: rendered by the template (native), the ReAct text protocol
+    # (react), or not at all (none); and the parser (chat_formats.tool_parsers) for its calls.
+    tool_support: ToolSupport = "native"
+    tool_parser: str = "json"
 
 
-def _builtin(name: str, stop: tuple[str, ...], architectures: tuple[str, ...] = ()) -> ChatFormat:
+def _builtin(name: str, stop: tuple[str, ...], architectures: tuple[str, ...], tool_parser: str) -> ChatFormat:
     template = (_TEMPLATE_DIR / f"{name}.jinja").read_text(encoding="utf-8")
-    return ChatFormat(name=name, template=template, stop=stop, architectures=architectures)
+    return ChatFormat(name, template, stop, architectures, "native", tool_parser)
 
 
 CHAT_FORMATS: dict[str, ChatFormat] = {
     chat_format.name: chat_format
     for chat_format in (
-        _builtin("chatml", ("<|im_end|>",), ("qwen2", "qwen3", "qwen2moe", "phi3")),
-        _builtin("llama3", ("<|eot_id|>",), ("llama",)),
-        _builtin("mistral", ("</s>",), ("mistral", "mistral3")),
-        _builtin("gemma", ("<end_of_turn>",), ("gemma", "gemma2", "gemma3", "gemma3_text")),
+        _builtin("chatml", ("<|im_end|>",), ("qwen2", "qwen3", "qwen2moe", "phi3"), "hermes"),
+        _builtin("llama3", ("<|eot_id|>", "<|eom_id|>"), ("llama",), "llama3"),
+        _builtin("mistral", ("</s>",), ("mistral", "mistral3"), "mistral"),
+        _builtin("gemma", ("<end_of_turn>",), ("gemma", "gemma2", "gemma3", "gemma3_text"), "json"),
     )
 }
 
 AUTO = "auto"
+
+
+def _from_template(name: str, template: str) -> ChatFormat:
+    """A format from a template we did not write: native tools when it renders them."""
+    tool_support: ToolSupport = "native" if "tools" in template else "react"
+    return ChatFormat(name, template, tool_support=tool_support, tool_parser=parser_for_template(template))
 
 
 class ChatFormatError(ValueError):
@@ -49,7 +64,7 @@ def resolve_chat_format(setting: str, architecture: str, embedded_template: str 
     """
     if setting == AUTO:
         if embedded_template:
-            return ChatFormat(name="embedded", template=embedded_template)
+            return _from_template("embedded", embedded_template)
         for chat_format in CHAT_FORMATS.values():
             if architecture in chat_format.architectures:
                 return chat_format
@@ -61,7 +76,7 @@ def resolve_chat_format(setting: str, architecture: str, embedded_template: str 
         return CHAT_FORMATS[setting]
     path = Path(setting).expanduser()
     if path.is_file():
-        return ChatFormat(name=f"custom:{path.name}", template=path.read_text(encoding="utf-8"))
+        return _from_template(f"custom:{path.name}", path.read_text(encoding="utf-8"))
     raise ChatFormatError(
         f"JARVIS_CHAT_FORMAT={setting!r} is neither a known format ({', '.join(sorted(CHAT_FORMATS))}, "
         f"auto) nor an existing template file"

@@ -8,11 +8,14 @@ OpenAI responses and stream chunks. It knows nothing of HTTP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from backends import create_engine
 from backends.base import (
@@ -26,6 +29,7 @@ from backends.base import (
     SamplingParams,
 )
 from chat_formats import ChatFormat, TemplateRenderError, render_prompt, resolve_chat_format
+from chat_formats.registry import ToolSupport
 from service import responses
 from service.errors import (
     ContextLengthExceededError,
@@ -38,6 +42,8 @@ from service.model_files import resolve_model
 from service.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 from service.settings import Settings
 from service.stop_strings import StopStringMatcher
+from service.tool_stream import ToolCallDetector
+from service.tools import ToolPlan, plan_tools, react_messages
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +73,10 @@ class PreparedRequest:
     generation: GenerationRequest
     stops: tuple[str, ...]
     include_usage: bool
+    tools: ToolPlan = ToolPlan()
+
+    def tool_detector(self) -> ToolCallDetector | None:
+        return ToolCallDetector(self.tools.parser, self.tools.forced) if self.tools.parser else None
 
 
 class GGUFClient:
@@ -144,7 +154,12 @@ class GGUFClient:
     async def chat(self, request: ChatCompletionRequest) -> dict[str, object]:
         prepared = self._prepare_chat(request)
         text, last = await _collect(self._events(prepared))
-        return responses.chat_completion(prepared, text, last)
+        detector = prepared.tool_detector()
+        if detector is None:
+            return responses.chat_completion(prepared, text, last)
+        content = detector.feed(text)
+        rest, parsed = detector.finish()
+        return responses.chat_completion(prepared, content + rest, last, parsed)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, object]]:
         """Chunks of a streamed chat completion. Errors known before the first token (bad input,
@@ -161,15 +176,28 @@ class GGUFClient:
     async def _chat_chunks(
         self, prepared: PreparedRequest, first: TextEvent, events: AsyncIterator[TextEvent]
     ) -> AsyncIterator[dict[str, object]]:
+        detector = prepared.tool_detector()
         try:
             yield responses.chat_chunk(prepared, {"role": "assistant", "content": ""})
             async for event in _chain(first, events):
-                if event.text:
-                    yield responses.chat_chunk(prepared, {"content": event.text})
-                if event.finish_reason:
-                    yield responses.chat_chunk(prepared, {}, finish_reason=event.finish_reason)
-                    if prepared.include_usage:
-                        yield responses.chat_usage_chunk(prepared, event.usage or {})
+                content = detector.feed(event.text) if detector else event.text
+                if content:
+                    yield responses.chat_chunk(prepared, {"content": content})
+                if not event.finish_reason:
+                    continue
+                finish_reason = event.finish_reason
+                if detector:
+                    rest, parsed = detector.finish()
+                    if rest:
+                        yield responses.chat_chunk(prepared, {"content": rest})
+                    if parsed:
+                        finish_reason = "tool_calls"
+                        # One call per chunk, each whole: clients that do not join fragments cope.
+                        for entry in responses.tool_call_entries(parsed):
+                            yield responses.chat_chunk(prepared, {"tool_calls": [entry]})
+                yield responses.chat_chunk(prepared, {}, finish_reason=finish_reason)
+                if prepared.include_usage:
+                    yield responses.chat_usage_chunk(prepared, event.usage or {})
         finally:
             await events.aclose()
 
@@ -177,14 +205,32 @@ class GGUFClient:
         self._require_ready()
         _log_unknown_fields(request, *request.messages)
         assert self._chat_format is not None and self._info is not None
+        plan = plan_tools(request, self._chat_format, self._tool_support())
+        if plan.constraint is not None and not self._info.capabilities.grammar:
+            raise InvalidRequestError(
+                f"the {self.engine_name} engine cannot constrain output to a JSON schema, which "
+                "response_format and forced tool calls need",
+                param="response_format" if request.response_format else "tool_choice",
+            )
+        messages = _template_messages(request.messages)
+        if plan.react and plan.react_tools:
+            messages = react_messages(messages, plan.react_tools)
         try:
             prompt = render_prompt(
-                self._chat_format, _template_messages(request.messages), eos_token=self._info.eos_token
+                self._chat_format, messages, tools=plan.template_tools, eos_token=self._info.eos_token
             )
         except TemplateRenderError as error:
             raise InvalidRequestError(str(error), param="messages") from error
         stops = (*request.stop_list(), *self._chat_format.stop)
-        return self._prepare(request, prompt, stops, request.requested_max_tokens(), "chatcmpl")
+        prepared = self._prepare(
+            request, prompt, stops, request.requested_max_tokens(), "chatcmpl", json_schema=plan.constraint
+        )
+        return dataclasses.replace(prepared, tools=plan)
+
+    def _tool_support(self) -> ToolSupport:
+        assert self._chat_format is not None
+        setting = self._settings.tool_support
+        return self._chat_format.tool_support if setting == "auto" else setting
 
     # ---- text completions ------------------------------------------------------------------
 
@@ -227,7 +273,13 @@ class GGUFClient:
             raise ModelNotReadyError(self.failure or self.stage)
 
     def _prepare(
-        self, request: SamplingFields, prompt: str, stops: tuple[str, ...], max_tokens: int | None, prefix: str
+        self,
+        request: SamplingFields,
+        prompt: str,
+        stops: tuple[str, ...],
+        max_tokens: int | None,
+        prefix: str,
+        json_schema: dict | None = None,
     ) -> PreparedRequest:
         assert self._engine is not None and self._info is not None
         prompt_ids = self._engine.tokenize(prompt)
@@ -246,7 +298,7 @@ class GGUFClient:
                 f"({len(prompt_ids) + max_tokens} in all). Lower max_tokens or shorten the messages."
             )
         request_id = f"{prefix}-{uuid.uuid4().hex}"
-        sampling = _sampling(request, max_tokens)
+        sampling = dataclasses.replace(_sampling(request, max_tokens), json_schema=json_schema)
         return PreparedRequest(
             request_id=request_id,
             created=int(time.time()),
@@ -300,16 +352,46 @@ def _sampling(request: SamplingFields, max_tokens: int) -> SamplingParams:
     )
 
 
-def _template_messages(messages: list[ChatMessage]) -> list[dict[str, object]]:
+def _template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as templates expect them: text content, call arguments as objects, and tool
+    results carrying the name of the call they answer."""
+    call_names: dict[str, str] = {}
     rendered = []
-    for message in messages:
-        entry: dict[str, object] = {"role": _TEMPLATE_ROLES.get(message.role, message.role), "content": message.text()}
-        for key in ("name", "tool_calls", "tool_call_id"):
-            value = getattr(message, key)
-            if value is not None:
-                entry[key] = value
+    for index, message in enumerate(messages):
+        entry: dict[str, Any] = {"role": _TEMPLATE_ROLES.get(message.role, message.role), "content": message.text()}
+        if message.name is not None:
+            entry["name"] = message.name
+        if message.tool_calls:
+            entry["tool_calls"] = [_template_call(call, index) for call in message.tool_calls]
+            call_names.update({call["id"]: call["function"]["name"] for call in entry["tool_calls"] if call.get("id")})
+        if message.role == "tool":
+            if not message.tool_call_id:
+                raise InvalidRequestError(
+                    "a message with role 'tool' needs the tool_call_id of the call it answers",
+                    param=f"messages.{index}.tool_call_id",
+                )
+            entry["tool_call_id"] = message.tool_call_id
+            entry.setdefault("name", call_names.get(message.tool_call_id, ""))
         rendered.append(entry)
     return rendered
+
+
+def _template_call(call: dict[str, Any], index: int) -> dict[str, Any]:
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequestError(
+            "each tool call needs function.name", param=f"messages.{index}.tool_calls"
+        )
+    arguments = function.get("arguments") or "{}"
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            raise InvalidRequestError(
+                f"the arguments of the call to {function['name']!r} are not valid JSON",
+                param=f"messages.{index}.tool_calls",
+            ) from None
+    return {"id": call.get("id"), "type": "function", "function": {"name": function["name"], "arguments": arguments}}
 
 
 def _usage(prepared: PreparedRequest, last: Delta) -> dict[str, object]:

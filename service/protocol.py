@@ -37,6 +37,39 @@ class ChatMessage(_Tolerant):
         return "".join(part.text for part in self.content)
 
 
+class FunctionDefinition(_Tolerant):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(_Tolerant):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Tolerant):
+    name: str
+
+
+class NamedToolChoice(_Tolerant):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaFormat(_Tolerant):
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Tolerant):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class StreamOptions(_Tolerant):
     include_usage: bool = False
 
@@ -87,6 +120,13 @@ class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: Literal[False] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    # Legacy function calling, mapped onto tools.
+    functions: list[FunctionDefinition] | None = None
+    function_call: Literal["none", "auto"] | FunctionName | None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import TYPE_CHECKING
+
+from chat_formats.tool_parsers import ParsedOutput
 
 if TYPE_CHECKING:
     from service.gguf_client import PreparedRequest, TextEvent
@@ -10,7 +14,24 @@ if TYPE_CHECKING:
 JSON = dict[str, object]
 
 
-def chat_completion(prepared: PreparedRequest, text: str, last: TextEvent) -> JSON:
+def tool_call_entries(parsed: ParsedOutput) -> list[JSON]:
+    return [
+        {
+            "index": index,
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+        }
+        for index, call in enumerate(parsed.calls)
+    ]
+
+
+def chat_completion(prepared: PreparedRequest, text: str, last: TextEvent, parsed: ParsedOutput | None = None) -> JSON:
+    message: JSON = {"role": "assistant", "content": text}
+    finish_reason = last.finish_reason
+    if parsed is not None:
+        message = {"role": "assistant", "content": text or None, "tool_calls": tool_call_entries(parsed)}
+        finish_reason = "tool_calls"
     return {
         "id": prepared.request_id,
         "object": "chat.completion",
@@ -19,9 +40,9 @@ def chat_completion(prepared: PreparedRequest, text: str, last: TextEvent) -> JS
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": last.finish_reason,
+                "finish_reason": finish_reason,
             }
         ],
         "usage": last.usage,

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="Chat template: auto (the model's own, else by architecture), chatml, llama3, "
         "mistral, gemma, or a path to a Jinja2 template file.",
     )
+    tool_support: Literal["auto", "native", "react", "none"] = Field(
+        "auto",
+        description="How tools reach the model: auto (as the chat format does), native (the template "
+        "renders them), react (a ReAct text protocol), none (tools dropped with a warning).",
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
     context_size: int = Field(

@@ -6,6 +6,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def first_match(text: str, patterns: Sequence[str]) -> int:
+    """Index of the earliest occurrence of any pattern in `text`, or -1."""
+    hits = [index for index in (text.find(pattern) for pattern in patterns) if index >= 0]
+    return min(hits) if hits else -1
+
+
+def partial_suffix_length(text: str, patterns: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into one of `patterns`."""
+    longest = 0
+    for pattern in patterns:
+        for length in range(min(len(pattern) - 1, len(text)), longest, -1):
+            if pattern.startswith(text[-length:]):
+                longest = length
+                break
+    return longest
+
+
 class StopStringMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [stop for stop in stops if stop]
@@ -17,27 +34,16 @@ class StopStringMatcher:
         if self.stopped:
             return ""
         self._pending += text
-        hits = [index for index in (self._pending.find(stop) for stop in self._stops) if index >= 0]
-        if hits:
+        index = first_match(self._pending, self._stops)
+        if index >= 0:
             self.stopped = True
-            safe, self._pending = self._pending[: min(hits)], ""
+            safe, self._pending = self._pending[:index], ""
             return safe
-        held = self._held_suffix_length()
-        safe = self._pending[: len(self._pending) - held]
-        self._pending = self._pending[len(self._pending) - held :]
+        keep = len(self._pending) - partial_suffix_length(self._pending, self._stops)
+        safe, self._pending = self._pending[:keep], self._pending[keep:]
         return safe
 
     def flush(self) -> str:
         """The text held back at the end of the generation (it never became a stop string)."""
         rest, self._pending = self._pending, ""
         return rest
-
-    def _held_suffix_length(self) -> int:
-        """Length of the longest tail of the pending text that could still grow into a stop."""
-        longest = 0
-        for stop in self._stops:
-            for length in range(min(len(stop) - 1, len(self._pending)), longest, -1):
-                if stop.startswith(self._pending[-length:]):
-                    longest = length
-                    break
-        return longest

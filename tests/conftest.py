@@ -143,3 +143,14 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     )
     yield server
     stop_live_server(server)
+
+
+@pytest.fixture(scope="session", params=["llama_cpp"])
+def live_server(request: pytest.FixtureRequest) -> LiveServer:
+    """The live server of each engine, for tests that must hold on all of them."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(llama_server: LiveServer) -> LiveServer:
+    return llama_server

@@ -17,7 +17,7 @@ class FakeEngine:
             model_id="fake-model",
             context_length=context_length,
             architecture=architecture,
-            capabilities=EngineCapabilities(),
+            capabilities=EngineCapabilities(grammar=True),
             chat_template=chat_template,
             eos_token="</s>",
         )

@@ -104,3 +104,33 @@ def test_template_raise_exception_becomes_a_render_error() -> None:
     strict = ChatFormat(name="strict", template="{{ raise_exception('roles must alternate') }}")
     with pytest.raises(TemplateRenderError, match="roles must alternate"):
         render_prompt(strict, CONVERSATION)
+
+
+TOOL_CONVERSATION = [
+    {"role": "system", "content": "You are Jarvis."},
+    {"role": "user", "content": "Lights on."},
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "HassTurnOn", "arguments": {"area": "kitchen"}}}]},
+    {"role": "tool", "tool_call_id": "c1", "name": "HassTurnOn", "content": "ok"},
+]
+TOOLS = [{"type": "function", "function": {"description": "Turn on", "name": "HassTurnOn", "parameters": {"properties": {"area": {"type": "string"}}, "type": "object"}}}]
+
+# What each format must show the model: the definitions, the earlier call in its syntax, the result.
+TOOL_SNIPPETS = {
+    "chatml": ['<tools>\n{"type": "function", "function": {"description": "Turn on"', '<|im_start|>assistant\n<tool_call>\n{"name": "HassTurnOn", "arguments": {"area": "kitchen"}}\n</tool_call><|im_end|>', "<tool_response>\nok\n</tool_response>"],
+    "llama3": ["You have access to the following functions", '{"name": "HassTurnOn", "parameters": {"area": "kitchen"}}<|eot_id|>', "<|start_header_id|>ipython<|end_header_id|>\n\nok<|eot_id|>"],
+    "mistral": ['[AVAILABLE_TOOLS] [{"type": "function"', '[TOOL_CALLS] [{"name": "HassTurnOn", "arguments": {"area": "kitchen"}}]</s>', '[TOOL_RESULTS] {"content": "ok"} [/TOOL_RESULTS]'],
+    "gemma": ["<start_of_turn>user\nYou are Jarvis.\n\nYou can call these functions:\n{", '<start_of_turn>model\n{"name": "HassTurnOn", "arguments": {"area": "kitchen"}}<end_of_turn>', "Tool result:\nok"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOOL_SNIPPETS))
+def test_tools_and_tool_history_render(name: str) -> None:
+    prompt = render_prompt(CHAT_FORMATS[name], TOOL_CONVERSATION, tools=TOOLS, eos_token="</s>")
+    for snippet in TOOL_SNIPPETS[name]:
+        assert snippet in prompt, f"{name}: missing {snippet!r} in\n{prompt}"
+
+
+@pytest.mark.parametrize("name", sorted(TOOL_SNIPPETS))
+def test_tools_render_without_a_system_message(name: str) -> None:
+    prompt = render_prompt(CHAT_FORMATS[name], TOOL_CONVERSATION[1:2], tools=TOOLS, eos_token="</s>")
+    assert "HassTurnOn" in prompt and "Lights on." in prompt
