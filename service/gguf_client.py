@@ -13,22 +13,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backends import create_engine
-from backends.base import (
-    Delta,
-    Engine,
-    EngineConfig,
-    EngineError,
-    EngineInfo,
-    EngineOverloadedError,
-    GenerationRequest,
-    SamplingParams,
-)
-from chat_formats import ChatFormat, TemplateRenderError, render_prompt, resolve_chat_format
+from backends import choose_engine
+from backends.base import Delta, Engine, EngineError, EngineOverloadedError, GenerationRequest, SamplingParams
+from chat_formats import TemplateRenderError, render_prompt
 from chat_formats.registry import ToolSupport
 from service import responses
 from service.errors import (
@@ -38,7 +29,8 @@ from service.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
-from service.model_files import resolve_model
+from service.model_manager import Lease, ManagedModel, ModelManager, ModelState
+from service.model_registry import load_registry
 from service.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 from service.settings import Settings
 from service.stop_strings import StopStringMatcher
@@ -67,6 +59,7 @@ class TextEvent:
 
 @dataclass(frozen=True)
 class PreparedRequest:
+    lease: Lease
     request_id: str
     created: int
     model: str
@@ -80,14 +73,20 @@ class PreparedRequest:
 
 
 class GGUFClient:
+    """Resolves the model a request names, renders its prompt, runs it on that model's engine
+    and shapes the OpenAI answer. `engine` (tests) serves every entry with one given engine."""
+
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self._settings = settings
-        self._engine = engine
-        self._info: EngineInfo | None = None
-        self._chat_format: ChatFormat | None = None
+        engine_setting, self.engine_choice_reason = choose_engine(settings.inference_engine)
+        if engine_setting != settings.inference_engine:
+            settings = settings.model_copy(update={"inference_engine": engine_setting})
+            logger.info("engine chosen: %s (%s)", engine_setting, self.engine_choice_reason)
+        self._settings = settings
+        factory = (lambda entry, config: engine) if engine is not None else None
+        self.models = ModelManager(settings, load_registry(settings), factory)
         self.stage = "starting"
         self.failure: str | None = None
-        self.load_seconds: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -97,63 +96,45 @@ class GGUFClient:
 
     @property
     def engine_name(self) -> str:
-        return self._engine.name if self._engine else self._settings.inference_engine
+        return self.models.default.entry.engine
+
+    @property
+    def loading_stage(self) -> str:
+        return self.models.default.stage if self.stage == "starting" else self.stage
 
     async def start(self) -> None:
-        started = time.perf_counter()
-        try:
-            if self._engine is None:
-                self.stage = "preparing model"
-                model = await asyncio.to_thread(resolve_model, self._settings.model_name, self._settings.cache_dir)
-                self._engine = create_engine(self._settings.inference_engine, self._engine_config(model))
-            self.stage = "loading model"
-            await self._engine.start()
-            self._info = self._engine.info()
-            self._chat_format = resolve_chat_format(
-                self._settings.chat_format, self._info.architecture, self._info.chat_template
-            )
-        except Exception as error:
+        """Load the default model; the server is ready when it is."""
+        default = self.models.default
+        await self.models.start_loading(default)
+        if default.state != ModelState.LOADED:
             self.stage = "failed"
-            self.failure = str(error)
-            raise
-        self.load_seconds = time.perf_counter() - started
+            self.failure = default.failure
+            raise RuntimeError(default.failure)
         self.stage = "ready"
-        logger.info(
-            "model %s ready on %s in %.1f s (context %d, chat format %s)",
-            self._info.model_id,
-            self._engine.name,
-            self.load_seconds,
-            self._info.context_length,
-            self._chat_format.name,
-        )
+        self.models.start_keep_alive()
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.close()
+        await self.models.close()
         self.stage = "stopped"
-
-    def _engine_config(self, model: str) -> EngineConfig:
-        settings = self._settings
-        return EngineConfig(
-            model=model,
-            context_size=settings.context_size,
-            cache_dir=str(settings.cache_dir),
-            n_threads=settings.n_threads,
-            n_gpu_layers=settings.n_gpu_layers,
-        )
 
     # ---- models ----------------------------------------------------------------------------
 
     def model_ids(self) -> list[str]:
-        """The loaded model's id first, then its configured aliases."""
-        primary = self._info.model_id if self._info else (self._settings.model_name or "default")
-        return [primary, *[alias for alias in self._settings.model_aliases() if alias != primary]]
+        """Every name a request may use, entry by entry."""
+        return [name for model in self.models.models for name in model.entry.names()]
+
+    def model_cards(self) -> list[tuple[str, ManagedModel]]:
+        return [(name, model) for model in self.models.models for name in model.entry.names()]
 
     # ---- chat ------------------------------------------------------------------------------
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, object]:
-        prepared = self._prepare_chat(request)
-        text, last = await _collect(self._events(prepared))
+        lease = await self._acquire(request)
+        try:
+            prepared = self._prepare_chat(request, lease)
+            text, last = await _collect(self._events(prepared))
+        finally:
+            lease.release()
         detector = prepared.tool_detector()
         if detector is None:
             return responses.chat_completion(prepared, text, last)
@@ -163,14 +144,9 @@ class GGUFClient:
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, object]]:
         """Chunks of a streamed chat completion. Errors known before the first token (bad input,
-        context overflow, a full queue) are raised by the first `__anext__`, before any chunk."""
-        prepared = self._prepare_chat(request)
-        events = self._events(prepared)
-        try:
-            first = await anext(events)
-        except BaseException:
-            await events.aclose()
-            raise
+        context overflow, a full queue) are raised here, before any chunk."""
+        lease = await self._acquire(request)
+        prepared, first, events = await self._start_stream(lease, lambda: self._prepare_chat(request, lease))
         return self._chat_chunks(prepared, first, events)
 
     async def _chat_chunks(
@@ -200,15 +176,14 @@ class GGUFClient:
                     yield responses.chat_usage_chunk(prepared, event.usage or {})
         finally:
             await events.aclose()
+            prepared.lease.release()
 
-    def _prepare_chat(self, request: ChatCompletionRequest) -> PreparedRequest:
-        self._require_ready()
+    def _prepare_chat(self, request: ChatCompletionRequest, lease: Lease) -> PreparedRequest:
         _log_unknown_fields(request, *request.messages)
-        assert self._chat_format is not None and self._info is not None
-        plan = plan_tools(request, self._chat_format, self._tool_support())
-        if plan.constraint is not None and not self._info.capabilities.grammar:
+        plan = plan_tools(request, lease.chat_format, self._tool_support(lease))
+        if plan.constraint is not None and not lease.info.capabilities.grammar:
             raise InvalidRequestError(
-                f"the {self.engine_name} engine cannot constrain output to a JSON schema, which "
+                f"the {lease.engine.name} engine cannot constrain output to a JSON schema, which "
                 "response_format and forced tool calls need",
                 param="response_format" if request.response_format else "tool_choice",
             )
@@ -216,37 +191,34 @@ class GGUFClient:
         if plan.react and plan.react_tools:
             messages = react_messages(messages, plan.react_tools)
         try:
-            prompt = render_prompt(
-                self._chat_format, messages, tools=plan.template_tools, eos_token=self._info.eos_token
-            )
+            prompt = render_prompt(lease.chat_format, messages, tools=plan.template_tools, eos_token=lease.info.eos_token)
         except TemplateRenderError as error:
             raise InvalidRequestError(str(error), param="messages") from error
-        stops = (*request.stop_list(), *self._chat_format.stop)
+        stops = (*request.stop_list(), *lease.chat_format.stop)
         prepared = self._prepare(
-            request, prompt, stops, request.requested_max_tokens(), "chatcmpl", json_schema=plan.constraint
+            lease, request, prompt, stops, request.requested_max_tokens(), "chatcmpl", json_schema=plan.constraint
         )
         return dataclasses.replace(prepared, tools=plan)
 
-    def _tool_support(self) -> ToolSupport:
-        assert self._chat_format is not None
-        setting = self._settings.tool_support
-        return self._chat_format.tool_support if setting == "auto" else setting
+    @staticmethod
+    def _tool_support(lease: Lease) -> ToolSupport:
+        setting = lease.model.entry.tool_support
+        return lease.chat_format.tool_support if setting == "auto" else setting
 
     # ---- text completions ------------------------------------------------------------------
 
     async def complete(self, request: CompletionRequest) -> dict[str, object]:
-        prepared = self._prepare_completion(request)
-        text, last = await _collect(self._events(prepared))
+        lease = await self._acquire(request)
+        try:
+            prepared = self._prepare_completion(request, lease)
+            text, last = await _collect(self._events(prepared))
+        finally:
+            lease.release()
         return responses.completion(prepared, text, last)
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[dict[str, object]]:
-        prepared = self._prepare_completion(request)
-        events = self._events(prepared)
-        try:
-            first = await anext(events)
-        except BaseException:
-            await events.aclose()
-            raise
+        lease = await self._acquire(request)
+        prepared, first, events = await self._start_stream(lease, lambda: self._prepare_completion(request, lease))
         return self._completion_chunks(prepared, first, events)
 
     async def _completion_chunks(
@@ -260,20 +232,37 @@ class GGUFClient:
                     yield responses.completion_usage_chunk(prepared, event.usage or {})
         finally:
             await events.aclose()
+            prepared.lease.release()
 
-    def _prepare_completion(self, request: CompletionRequest) -> PreparedRequest:
-        self._require_ready()
+    def _prepare_completion(self, request: CompletionRequest, lease: Lease) -> PreparedRequest:
         _log_unknown_fields(request)
-        return self._prepare(request, request.prompt_text(), tuple(request.stop_list()), request.max_tokens, "cmpl")
+        return self._prepare(lease, request, request.prompt_text(), tuple(request.stop_list()), request.max_tokens, "cmpl")
 
     # ---- shared ----------------------------------------------------------------------------
 
-    def _require_ready(self) -> None:
+    async def _acquire(self, request: SamplingFields) -> Lease:
         if not self.ready:
-            raise ModelNotReadyError(self.failure or self.stage)
+            raise ModelNotReadyError(self.failure or self.loading_stage)
+        return await self.models.acquire(request.model)
+
+    async def _start_stream(
+        self, lease: Lease, prepare: Callable[[], PreparedRequest]
+    ) -> tuple[PreparedRequest, TextEvent, AsyncIterator[TextEvent]]:
+        """Prepare and run a stream up to its first event, so errors surface before any chunk."""
+        events: AsyncIterator[TextEvent] | None = None
+        try:
+            prepared = prepare()
+            events = self._events(prepared)
+            return prepared, await anext(events), events
+        except BaseException:
+            if events is not None:
+                await events.aclose()  # type: ignore[attr-defined]
+            lease.release()
+            raise
 
     def _prepare(
         self,
+        lease: Lease,
         request: SamplingFields,
         prompt: str,
         stops: tuple[str, ...],
@@ -281,16 +270,16 @@ class GGUFClient:
         prefix: str,
         json_schema: dict | None = None,
     ) -> PreparedRequest:
-        assert self._engine is not None and self._info is not None
-        prompt_ids = self._engine.tokenize(prompt)
-        context = self._info.context_length
+        prompt_ids = lease.engine.tokenize(prompt)
+        context = lease.info.context_length
         if len(prompt_ids) >= context:
             raise ContextLengthExceededError(
                 f"This model's maximum context length is {context} tokens, but the prompt is "
                 f"{len(prompt_ids)} tokens. Shorten the messages or raise JARVIS_CONTEXT_SIZE."
             )
         if max_tokens is None:
-            max_tokens = min(self._settings.max_tokens, context - len(prompt_ids))
+            default_max_tokens = lease.model.entry.max_tokens or self._settings.max_tokens
+            max_tokens = min(default_max_tokens, context - len(prompt_ids))
         elif len(prompt_ids) + max_tokens > context:
             raise ContextLengthExceededError(
                 f"This model's maximum context length is {context} tokens, but the prompt is "
@@ -300,18 +289,18 @@ class GGUFClient:
         request_id = f"{prefix}-{uuid.uuid4().hex}"
         sampling = dataclasses.replace(_sampling(request, max_tokens), json_schema=json_schema)
         return PreparedRequest(
+            lease=lease,
             request_id=request_id,
             created=int(time.time()),
-            model=self.model_ids()[0],
+            model=lease.model.entry.alias,
             generation=GenerationRequest(request_id, prompt_ids, sampling, cache_key=request.user),
             stops=stops,
             include_usage=request.include_usage(),
         )
 
     async def _events(self, prepared: PreparedRequest) -> AsyncIterator[TextEvent]:
-        assert self._engine is not None
         matcher = StopStringMatcher(prepared.stops)
-        deltas = self._engine.generate(prepared.generation)
+        deltas = prepared.lease.engine.generate(prepared.generation)
         started = time.perf_counter()
         first_token_at: float | None = None
         try:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -27,8 +27,14 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    inference_engine: Literal["llama_cpp", "vllm"] = Field(
-        "llama_cpp", description="Engine that runs the model in this process: llama_cpp or vllm."
+    inference_engine: Literal["llama_cpp", "vllm", "auto"] = Field(
+        "llama_cpp",
+        description="Engine that runs the model in this process: llama_cpp, vllm, or auto (vllm when "
+        "it is installed and a GPU is present, else llama_cpp).",
+    )
+    models_file: Path | None = Field(
+        None,
+        description="A models.yaml registry of several models (see README). Empty = the one model below.",
     )
     model_name: str = Field(
         "",
@@ -64,9 +70,50 @@ class Settings(BaseSettings):
     max_tokens: int = Field(
         512, ge=1, description="Answer length limit used when a request gives no max_tokens."
     )
+    parallel: int = Field(4, ge=1, le=64, description="Requests decoded at once by llama.cpp (slots).")
+    max_queue: int = Field(
+        16, ge=0, description="Requests that may wait for a free slot; past it the answer is 429."
+    )
+    max_loaded_models: int = Field(
+        1, ge=1, description="Models kept loaded at once; loading another unloads the least recently used."
+    )
+    keep_alive_seconds: float = Field(
+        0, ge=0, description="Unload a model idle this long (seconds). 0 = keep it loaded."
+    )
+    model_start_timeout: float = Field(
+        600, gt=0, description="How long a request waits for its model to load (seconds)."
+    )
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over.")
+    vllm_pipeline_parallel_size: int = Field(1, ge=1, description="vLLM: pipeline stages (GPUs or machines).")
+    vllm_distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None, description="vLLM: mp (one machine) or ray (several machines). Empty = vLLM's choice."
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vLLM: share of GPU memory it may use."
+    )
+    vllm_max_model_len: int = Field(4096, ge=256, description="vLLM: context length in tokens.")
+    vllm_dtype: str = Field("auto", description="vLLM: weight dtype (auto, bfloat16, float16, float32).")
+    vllm_quantization: str | None = Field(None, description="vLLM: quantization method (awq, gptq, fp8, ...).")
+    vllm_enforce_eager: bool = Field(False, description="vLLM: disable CUDA graphs (less memory, slower).")
+    vllm_enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prefixes.")
+    vllm_max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences batched at once.")
+    vllm_cpu_kvcache_space_gb: float | None = Field(
+        None, gt=0, description="vLLM on CPU: KV-cache size in GiB (machines without a GPU)."
+    )
     api_key: SecretStr | None = Field(
         None,
         description="When set, /v1 requests must send it as a Bearer token. Empty = no auth.",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Key for the /admin API (Bearer). Empty = the admin API is off. Must differ from "
+        "JARVIS_API_KEY.",
+    )
+    metrics_require_key: bool = Field(
+        False, description="true = /metrics needs JARVIS_API_KEY too; false = /metrics is open."
+    )
+    audit_log: Path | None = Field(
+        None, description="File the admin audit trail is appended to. Empty = <cache dir>/audit.log."
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir,
@@ -84,7 +131,10 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("api_key", "n_threads", mode="before")
+    @field_validator(
+        "api_key", "admin_key", "n_threads", "models_file", "audit_log", "vllm_distributed_executor_backend",
+        "vllm_quantization", "vllm_max_num_seqs", "vllm_cpu_kvcache_space_gb", mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -93,6 +143,23 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_cache_dir_is_default(cls, value: object) -> object:
         return default_cache_dir() if value in ("", None) else value
+
+    @model_validator(mode="after")
+    def _separate_keys(self) -> Settings:
+        if self.admin_key is not None and self.api_key is not None:
+            if self.admin_key.get_secret_value() == self.api_key.get_secret_value():
+                raise ValueError("JARVIS_ADMIN_KEY must differ from JARVIS_API_KEY")
+        return self
+
+    def vllm_options(self) -> dict[str, object]:
+        """The vllm_* settings as engine options, leaving out the unset ones."""
+        prefix = "vllm_"
+        options = {name[len(prefix) :]: getattr(self, name) for name in type(self).model_fields if name.startswith(prefix)}
+        return {name: value for name, value in options.items() if value is not None}
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.audit_log or self.cache_dir / "audit.log"
 
     @property
     def effective_log_level(self) -> str:
@@ -120,7 +187,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            field_name = str(problem["loc"][0]) if problem["loc"] else "?"
+            if not problem["loc"]:  # a check across fields: its message names the variables
+                lines.append(problem["msg"].removeprefix("Value error, "))
+                continue
+            field_name = str(problem["loc"][0])
             name = env_name(field_name) if field_name in Settings.model_fields else field_name
             lines.append(f"{name}={problem.get('input')!r} is invalid: {problem['msg']}")
         raise SettingsError("; ".join(lines)) from None

@@ -31,7 +31,8 @@ def fake_engine() -> FakeEngine:
 
 
 def make_settings(**overrides: object) -> Settings:
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    """Settings for the fast tier: no .env, and a model name the fake engine stands in for."""
+    return Settings(_env_file=None, **{"model_name": "fake-model", **overrides})  # type: ignore[call-arg]
 
 
 @pytest_asyncio.fixture

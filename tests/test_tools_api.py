@@ -109,11 +109,10 @@ async def test_setup_probe_with_three_tokens_returns_length(api, fake_engine) ->
     assert data["choices"][0]["finish_reason"] == "length"
 
 
-async def test_reordered_tools_render_the_same_prompt(api) -> None:
+async def test_reordered_tools_render_the_same_prompt(api, fake_engine) -> None:
     await api.post(CHAT, json=body())
     await api.post(CHAT, json=body(tools=list(reversed(HOME_TOOLS))))
-    prompts = api._transport.app.state.client._engine.prompts  # type: ignore[attr-defined]
-    assert prompts[-1] == prompts[-2]
+    assert fake_engine.prompts[-1] == fake_engine.prompts[-2]
 
 
 async def test_tool_history_renders(api, fake_engine) -> None:

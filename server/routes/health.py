@@ -13,5 +13,6 @@ async def health(client: Client) -> JSONResponse:
     """200 once the model is loaded; 503 with the current stage (or the failure) before that."""
     if client.ready:
         return JSONResponse({"status": "ok", "engine": client.engine_name, "model": client.model_ids()[0]})
-    reason = client.failure or client.stage
-    return JSONResponse({"status": "unavailable", "stage": client.stage, "reason": reason}, status_code=503)
+    stage = client.loading_stage
+    reason = client.failure or stage
+    return JSONResponse({"status": "unavailable", "stage": stage, "reason": reason}, status_code=503)
