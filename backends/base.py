@@ -108,6 +108,9 @@ class Engine(Protocol):
         """Stream deltas. Closing the iterator early (aclose / task cancel) aborts the work in
         the engine and frees its slot."""
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """One normalized vector per text; only where capabilities.embeddings is true."""
+
 
 @dataclass(frozen=True)
 class EngineConfig:

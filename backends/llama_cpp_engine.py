@@ -22,6 +22,7 @@ from backends.base import (
     EngineInfo,
     GenerationRequest,
 )
+from backends.llama_cpp_embedder import LlamaCppEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class LlamaCppEngine:
         self._config = config
         self._llama: Any = None
         self._info: EngineInfo | None = None
+        self._embedder: LlamaCppEmbedder | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -42,12 +44,15 @@ class LlamaCppEngine:
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist; set JARVIS_MODEL_NAME to a GGUF file")
         self._llama = await asyncio.to_thread(self._load, path)
+        self._embedder = LlamaCppEmbedder(
+            str(path), self._config.context_size, self._config.n_threads, self._config.n_gpu_layers
+        )
         metadata: dict[str, str] = self._llama.metadata
         self._info = EngineInfo(
             model_id=path.name.removesuffix(".gguf"),
             context_length=self._llama.n_ctx(),
             architecture=metadata.get("general.architecture", "unknown"),
-            capabilities=EngineCapabilities(grammar=True),
+            capabilities=EngineCapabilities(grammar=True, embeddings=True),
             chat_template=metadata.get("tokenizer.chat_template"),
             bos_token=self._piece(self._llama.token_bos()),
             eos_token=self._piece(self._llama.token_eos()),
@@ -70,8 +75,13 @@ class LlamaCppEngine:
     def _piece(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return await self._embedder.embed(texts)
+
     async def close(self) -> None:
         async with self._lock:
+            if self._embedder is not None:
+                self._embedder.close()
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None

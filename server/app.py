@@ -12,7 +12,8 @@ from fastapi import Depends, FastAPI
 
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
-from server.routes import chat, completions, health, models
+from server.metrics_middleware import MetricsMiddleware
+from server.routes import admin, chat, completions, embeddings, health, metrics, models
 from service.gguf_client import GGUFClient
 from service.settings import Settings, load_settings
 
@@ -53,8 +54,11 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.state.started_at = int(time.time())
     app.state.startup_failure = None
     install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.client.metrics)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(admin.router)
     protected = [Depends(require_api_key)]
-    for area in (chat, completions, models):
+    for area in (chat, completions, embeddings, models):
         app.include_router(area.router, dependencies=protected)
     return app

@@ -29,9 +29,11 @@ from service.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
-from service.model_manager import Lease, ManagedModel, ModelManager, ModelState
+from service.audit import AuditLog
+from service.metrics import Metrics
+from service.model_manager import EngineFactory, Lease, ManagedModel, ModelManager, ModelState
 from service.model_registry import load_registry
-from service.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
+from service.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, SamplingFields
 from service.settings import Settings
 from service.stop_strings import StopStringMatcher
 from service.tool_stream import ToolCallDetector
@@ -76,15 +78,20 @@ class GGUFClient:
     """Resolves the model a request names, renders its prompt, runs it on that model's engine
     and shapes the OpenAI answer. `engine` (tests) serves every entry with one given engine."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
-        self._settings = settings
+    def __init__(
+        self, settings: Settings, engine: Engine | None = None, engine_factory: EngineFactory | None = None
+    ) -> None:
         engine_setting, self.engine_choice_reason = choose_engine(settings.inference_engine)
         if engine_setting != settings.inference_engine:
             settings = settings.model_copy(update={"inference_engine": engine_setting})
             logger.info("engine chosen: %s (%s)", engine_setting, self.engine_choice_reason)
         self._settings = settings
-        factory = (lambda entry, config: engine) if engine is not None else None
-        self.models = ModelManager(settings, load_registry(settings), factory)
+        if engine is not None:
+            engine_factory = lambda entry, config: engine  # noqa: E731
+        self.models = ModelManager(settings, load_registry(settings), engine_factory)
+        self.metrics = Metrics(lambda: self.models.models)
+        self.audit = AuditLog(settings.audit_log_path)
+        self.started_at = time.time()
         self.stage = "starting"
         self.failure: str | None = None
 
@@ -238,9 +245,34 @@ class GGUFClient:
         _log_unknown_fields(request)
         return self._prepare(lease, request, request.prompt_text(), tuple(request.stop_list()), request.max_tokens, "cmpl")
 
+    # ---- embeddings ------------------------------------------------------------------------
+
+    async def embed(self, request: EmbeddingRequest) -> dict[str, object]:
+        _log_unknown_fields(request)
+        lease = await self._acquire(request)
+        try:
+            if not lease.info.capabilities.embeddings:
+                raise InvalidRequestError(
+                    f"the model {lease.model.entry.alias!r} on the {lease.engine.name} engine cannot make "
+                    "embeddings; use a model whose engine supports them",
+                    param="model",
+                )
+            texts = request.texts()
+            counts = [len(lease.engine.tokenize(text)) for text in texts]
+            for index, count in enumerate(counts):
+                if count > lease.info.context_length:
+                    raise ContextLengthExceededError(
+                        f"input {index} is {count} tokens, more than the model's context of "
+                        f"{lease.info.context_length} tokens"
+                    )
+            vectors = await lease.engine.embed(texts)
+        finally:
+            lease.release()
+        return responses.embeddings(lease.model.entry.alias, vectors, sum(counts), request.encoding_format)
+
     # ---- shared ----------------------------------------------------------------------------
 
-    async def _acquire(self, request: SamplingFields) -> Lease:
+    async def _acquire(self, request: SamplingFields | EmbeddingRequest) -> Lease:
         if not self.ready:
             raise ModelNotReadyError(self.failure or self.loading_stage)
         return await self.models.acquire(request.model)
@@ -310,6 +342,10 @@ class GGUFClient:
                 if matcher.stopped or delta.finish_reason:
                     finish_reason = "stop" if matcher.stopped else delta.finish_reason
                     _log_finished(prepared, delta, started, first_token_at)
+                    self.metrics.observe_generation(
+                        prepared.model, first_token_at - started, len(prepared.generation.prompt_token_ids),
+                        delta.cached_tokens, delta.completion_tokens,
+                    )
                     yield TextEvent(text + matcher.flush(), finish_reason, _usage(prepared, delta))
                     return
                 if text:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import uuid
 from typing import TYPE_CHECKING
 
@@ -99,4 +101,18 @@ def completion_usage_chunk(prepared: PreparedRequest, usage: JSON) -> JSON:
         "model": prepared.model,
         "choices": [],
         "usage": usage,
+    }
+
+
+def embeddings(model: str, vectors: list[list[float]], prompt_tokens: int, encoding_format: str) -> JSON:
+    def encode(vector: list[float]) -> object:
+        if encoding_format == "base64":
+            return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+        return vector
+
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": index, "embedding": encode(vector)} for index, vector in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }

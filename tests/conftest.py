@@ -155,3 +155,29 @@ def live_server(request: pytest.FixtureRequest) -> LiveServer:
 @pytest.fixture(scope="session")
 def llama_cpp_server(llama_server: LiveServer) -> LiveServer:
     return llama_server
+
+
+ADMIN_KEY = "admin-secret"
+API_KEY = "inference-secret"
+
+
+@pytest.fixture(scope="session")
+def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A live server with two registry entries on the packaged model, an admin key and an API key."""
+    folder = tmp_path_factory.mktemp("registry")
+    models_file = folder / "models.yaml"
+    models_file.write_text(
+        "models:\n"
+        "  - {alias: primary, engine: llama_cpp, context_size: 1024}\n"
+        "  - {alias: secondary, engine: llama_cpp, context_size: 1024, keep_alive_seconds: 2}\n"
+    )
+    server = start_live_server(
+        folder,
+        JARVIS_MODELS_FILE=str(models_file),
+        JARVIS_ADMIN_KEY=ADMIN_KEY,
+        JARVIS_API_KEY=API_KEY,
+        JARVIS_AUDIT_LOG=str(folder / "audit.log"),
+    )
+    server.audit_log = folder / "audit.log"  # type: ignore[attr-defined]
+    yield server
+    stop_live_server(server)

@@ -4,6 +4,8 @@ records what it was asked."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 from collections.abc import AsyncIterator, Sequence
 
 from backends.base import Delta, EngineCapabilities, EngineError, EngineInfo, EngineOverloadedError, GenerationRequest
@@ -17,7 +19,7 @@ class FakeEngine:
             model_id="fake-model",
             context_length=context_length,
             architecture=architecture,
-            capabilities=EngineCapabilities(grammar=True),
+            capabilities=EngineCapabilities(grammar=True, embeddings=True),
             chat_template=chat_template,
             eos_token="</s>",
         )
@@ -28,6 +30,7 @@ class FakeEngine:
         self.closed_early = 0
         self.started = False
         self.delay = 0.0
+        self.active = 0
 
     def queue(self, *pieces: str) -> None:
         """The next generation yields these pieces, then finishes."""
@@ -38,9 +41,24 @@ class FakeEngine:
 
     async def start(self) -> None:
         self.started = True
+        self.starts = getattr(self, "starts", 0) + 1
 
     async def close(self) -> None:
         self.started = False
+        self.closes = getattr(self, "closes", 0) + 1
+
+    def stats(self) -> dict[str, int]:
+        return {"busy_slots": self.active, "queue_length": 0, "parallel": 4}
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Deterministic unit vectors derived from the text."""
+        vectors = []
+        for text in texts:
+            digest = hashlib.sha256(text.encode()).digest()
+            raw = [byte - 127.5 for byte in digest[:8]]
+            norm = math.sqrt(sum(value * value for value in raw))
+            vectors.append([value / norm for value in raw])
+        return vectors
 
     def info(self) -> EngineInfo:
         return self._info
@@ -55,6 +73,7 @@ class FakeEngine:
         if isinstance(script, BaseException):
             raise script
         finished = False
+        self.active += 1
         try:
             pieces = list(script)[: request.sampling.max_tokens]
             for count, piece in enumerate(pieces, start=1):
@@ -64,9 +83,10 @@ class FakeEngine:
                     raise piece
                 last = count == len(pieces)
                 reason = ("length" if len(script) > request.sampling.max_tokens else self.finish_reason) if last else None
+                finished = last  # a consumer may close the iterator once it has the final delta
                 yield Delta(piece, count, reason, prompt_tokens=len(request.prompt_token_ids))
-            finished = True
         finally:
+            self.active -= 1
             if not finished:
                 self.closed_early += 1
 

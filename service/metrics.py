@@ -1,0 +1,60 @@
+"""Prometheus metrics, one registry per app (so several apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from service.model_manager import ManagedModel, ModelState
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("jarvis_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry)
+        self.request_seconds = Histogram(
+            "jarvis_request_duration_seconds", "Request duration by route", ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.ttft_seconds = Histogram(
+            "jarvis_time_to_first_token_seconds", "Time to first token", ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.prompt_tokens = Counter("jarvis_prompt_tokens", "Prompt tokens", ["model"], registry=self.registry)
+        self.cached_tokens = Counter("jarvis_cached_prompt_tokens", "Prompt tokens served from the cache", ["model"], registry=self.registry)
+        self.generated_tokens = Counter("jarvis_generated_tokens", "Generated tokens", ["model"], registry=self.registry)
+        self.registry.register(_ModelCollector(models))
+
+    def observe_generation(self, model: str, ttft: float, prompt: int, cached: int, generated: int) -> None:
+        self.ttft_seconds.labels(model).observe(ttft)
+        self.prompt_tokens.labels(model).inc(prompt)
+        self.cached_tokens.labels(model).inc(cached)
+        self.generated_tokens.labels(model).inc(generated)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ModelCollector:
+    """Model states, load times and engine load, read at scrape time."""
+
+    def __init__(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily("jarvis_model_state", "1 for the model's current state", labels=["model", "state"])
+        load = GaugeMetricFamily("jarvis_model_load_seconds", "Seconds the last load took", labels=["model"])
+        busy = GaugeMetricFamily("jarvis_busy_slots", "Sequences being generated", labels=["model"])
+        queue = GaugeMetricFamily("jarvis_queue_length", "Requests waiting for a slot", labels=["model"])
+        for model in self._models():
+            alias = model.entry.alias
+            for candidate in ModelState:
+                state.add_metric([alias, candidate.value], 1.0 if model.state == candidate else 0.0)
+            if model.load_seconds is not None:
+                load.add_metric([alias], model.load_seconds)
+            stats = model.status()["engine_stats"] or {}
+            busy.add_metric([alias], float(stats.get("busy_slots", model.in_flight)))
+            queue.add_metric([alias], float(stats.get("queue_length", 0)))
+        yield from (state, load, busy, queue)
