@@ -1,16 +1,25 @@
-"""llama.cpp engine on llama-cpp-python's `Llama`: one sequence at a time, run on a worker
-thread so the event loop keeps serving while it generates."""
+"""llama.cpp engine: continuous batching over llama-cpp-python's low-level API.
+
+One context holds `parallel` sequences in a unified KV cache. One decode loop, on its own
+thread, admits waiting requests into free slots, prefills prompts in chunks interleaved with
+the decode steps of running sequences, samples each sequence with its own sampler chain, and
+frees a slot the moment its sequence finishes or is cancelled. Prompt prefixes stay cached per
+slot (backends.prompt_cache) and are copied between slots instead of recomputed."""
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
 import json
 import logging
 import os
 import random
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +29,38 @@ from backends.base import (
     EngineConfig,
     EngineError,
     EngineInfo,
+    EngineOverloadedError,
     GenerationRequest,
 )
 from backends.llama_cpp_embedder import LlamaCppEmbedder
+from backends.prompt_cache import Placement, PromptCache, Slot
 
 logger = logging.getLogger(__name__)
 
-_DONE = object()
+BATCH_TOKENS = 512  # tokens per llama_decode call: decode steps first, prefill fills the rest
+PENALTY_LAST_N = 64
+_FINISHED = object()
+
+
+@dataclass(eq=False)
+class _Job:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[object]
+    cancelled: bool = False
+    slot: Slot | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
+    position: int = 0  # KV position of the next token fed
+    next_token: int | None = None  # sampled, to be fed at the next step
+    sampler: Any = None
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    generated: int = 0
+    cached_tokens: int = 0
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+    def send(self, item: object) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
 
 
 class LlamaCppEngine:
@@ -34,57 +68,94 @@ class LlamaCppEngine:
 
     def __init__(self, config: EngineConfig) -> None:
         self._config = config
-        self._llama: Any = None
+        self._parallel = max(1, config.parallel)
+        self._max_queue = int(config.options.get("max_queue", 16))  # type: ignore[call-overload]
         self._info: EngineInfo | None = None
+        self._model: Any = None
+        self._context: Any = None
+        self._batch: Any = None
+        self._vocab: Any = None
+        self._add_bos = True
+        self._piece_buffer = ctypes.create_string_buffer(64)
         self._embedder: LlamaCppEmbedder | None = None
-        self._lock = asyncio.Lock()
+        self._cache = PromptCache(self._parallel)
+        self._waiting: deque[_Job] = deque()
+        self._running: list[_Job] = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         path = Path(self._config.model)
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist; set JARVIS_MODEL_NAME to a GGUF file")
-        self._llama = await asyncio.to_thread(self._load, path)
-        self._embedder = LlamaCppEmbedder(
-            str(path), self._config.context_size, self._config.n_threads, self._config.n_gpu_layers
-        )
-        metadata: dict[str, str] = self._llama.metadata
-        self._info = EngineInfo(
-            model_id=path.name.removesuffix(".gguf"),
-            context_length=self._llama.n_ctx(),
-            architecture=metadata.get("general.architecture", "unknown"),
-            capabilities=EngineCapabilities(grammar=True, embeddings=True),
-            chat_template=metadata.get("tokenizer.chat_template"),
-            bos_token=self._piece(self._llama.token_bos()),
-            eos_token=self._piece(self._llama.token_eos()),
-        )
+        await asyncio.to_thread(self._load, path)
+        self._embedder = LlamaCppEmbedder(str(path), self._config.context_size, self._config.n_threads, self._config.n_gpu_layers)
+        self._thread = threading.Thread(target=self._loop, name="llama-decode", daemon=True)
+        self._thread.start()
 
-    def _load(self, path: Path) -> Any:
+    def _load(self, path: Path) -> None:
         import llama_cpp
+        from llama_cpp import _internals
 
+        _quiet_llama_logs(llama_cpp)
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = self._config.n_gpu_layers
         try:
-            return llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self._config.context_size,
-                n_threads=self._config.n_threads or os.cpu_count(),
-                n_gpu_layers=self._config.n_gpu_layers,
-                verbose=logger.isEnabledFor(logging.DEBUG),
-            )
+            self._model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         except ValueError as error:
             raise EngineError(f"llama.cpp could not load {path}: {error}; is it a GGUF model file?") from error
-
-    def _piece(self, token: int) -> str:
-        return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
-
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        return await self._embedder.embed(texts)
+        threads = self._config.n_threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        # One unified KV cache shared by all sequences: copying a prefix between them is cheap,
+        # and each request may use the whole per-request context.
+        params.n_ctx = self._config.context_size * self._parallel
+        params.n_batch = BATCH_TOKENS
+        params.n_ubatch = BATCH_TOKENS
+        params.n_seq_max = self._parallel
+        params.kv_unified = True
+        params.swa_full = True  # sliding-window models (gemma 3) keep whole prefixes reusable
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        self._context = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=1, verbose=False)
+        self._vocab = self._model.vocab
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        metadata = self._model.metadata()
+        self._info = EngineInfo(
+            model_id=path.name.removesuffix(".gguf"),
+            context_length=self._config.context_size,
+            architecture=metadata.get("general.architecture", "unknown"),
+            capabilities=EngineCapabilities(grammar=True, embeddings=True, batching=True),
+            chat_template=metadata.get("tokenizer.chat_template"),
+            bos_token=self._piece(self._model.token_bos(), special=True).decode("utf-8", "replace"),
+            eos_token=self._piece(self._model.token_eos(), special=True).decode("utf-8", "replace"),
+        )
+        logger.info(
+            "llama.cpp: %s, %d slots x %d tokens, %d threads", path.name, self._parallel, self._config.context_size, threads
+        )
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._embedder is not None:
-                self._embedder.close()
-            if self._llama is not None:
-                self._llama.close()
-                self._llama = None
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        for job in [*self._running, *self._waiting]:
+            job.send(EngineError("the engine was shut down"))
+        self._running.clear()
+        self._waiting.clear()
+        if self._embedder is not None:
+            self._embedder.close()
+        for resource in (self._batch, self._context, self._model):
+            if resource is not None:
+                resource.close()
+        self._batch = self._context = self._model = None
+
+    # ---- contract --------------------------------------------------------------------------
 
     def info(self) -> EngineInfo:
         if self._info is None:
@@ -92,71 +163,228 @@ class LlamaCppEngine:
         return self._info
 
     def tokenize(self, text: str) -> list[int]:
-        import llama_cpp
+        return self._model.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True)
 
-        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._llama._model.vocab))
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        assert self._embedder is not None
+        return await self._embedder.embed(texts)
+
+    def stats(self) -> dict[str, int]:
+        return {"busy_slots": self._cache.busy_count(), "queue_length": len(self._waiting), "parallel": self._parallel}
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[object] = asyncio.Queue()
-            cancelled = threading.Event()
-            worker = loop.run_in_executor(None, self._run, request, queue, loop, cancelled)
-            try:
-                while (item := await queue.get()) is not _DONE:
-                    if isinstance(item, BaseException):
-                        raise EngineError(str(item)) from item
-                    yield item  # type: ignore[misc]
-            finally:
-                cancelled.set()
-                await asyncio.shield(worker)
+        if self._thread is None:
+            raise EngineError("the engine is not started")
+        job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
+        with self._wake:
+            if len(self._running) + len(self._waiting) >= self._parallel + self._max_queue:
+                raise EngineOverloadedError(
+                    f"all {self._parallel} slots are busy and {len(self._waiting)} requests are waiting "
+                    f"(JARVIS_MAX_QUEUE={self._max_queue}); retry shortly",
+                    retry_after_seconds=1,
+                )
+            self._waiting.append(job)
+            self._wake.notify()
+        try:
+            while (item := await job.out.get()) is not _FINISHED:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            with self._wake:
+                job.cancelled = True  # a no-op for a finished job; frees the slot of a running one
+                self._wake.notify()
 
-    def _run(
-        self,
-        request: GenerationRequest,
-        queue: asyncio.Queue[object],
-        loop: asyncio.AbstractEventLoop,
-        cancelled: threading.Event,
-    ) -> None:
+    # ---- the decode loop (its own thread) ----------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._has_work():
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                self._drop_cancelled()
+                self._admit()
+            if self._running:
+                try:
+                    self._step()
+                except Exception as error:  # keep serving: fail the running requests, not the engine
+                    logger.exception("decode step failed")
+                    for job in list(self._running):
+                        job.send(EngineError(f"llama.cpp decode failed: {error}"))
+                        self._finish(job, None)
+
+    def _has_work(self) -> bool:
+        return bool(self._running) or any(not job.cancelled for job in self._waiting)
+
+    def _drop_cancelled(self) -> None:
+        self._waiting = deque(job for job in self._waiting if not job.cancelled)
+        for job in [job for job in self._running if job.cancelled]:
+            self._finish(job, None)
+
+    def _admit(self) -> None:
+        while self._waiting and self._cache.free_count():
+            job = self._waiting.popleft()
+            placement = self._cache.place(job.request.prompt_token_ids, job.request.cache_key)
+            assert placement is not None
+            self._apply(placement)
+            prompt = job.request.prompt_token_ids
+            job.slot, job.position, job.cached_tokens = placement.slot, placement.keep, placement.keep
+            job.pending = list(prompt[placement.keep :])
+            job.sampler = self._sampler(job.request)
+            self._running.append(job)
+
+    def _apply(self, placement: Placement) -> None:
         import llama_cpp
 
-        def put(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+        memory = self._context.memory
+        seq = placement.slot.seq_id
+        if placement.copy_from is not None:
+            llama_cpp.llama_memory_seq_rm(memory, seq, 0, -1)
+            llama_cpp.llama_memory_seq_cp(memory, placement.copy_from.seq_id, seq, 0, placement.keep)
+        else:
+            llama_cpp.llama_memory_seq_rm(memory, seq, placement.keep, -1)
 
-        try:
-            sampling = request.sampling
-            self._llama.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(31))
-            greedy = sampling.temperature == 0
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            vocab = self._llama._model.vocab
-            grammar = None
-            if sampling.json_schema is not None:
-                grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(sampling.json_schema), verbose=False)
-            generated = 0
-            for token in self._llama.generate(
-                request.prompt_token_ids,
-                temp=sampling.temperature,
-                top_k=1 if greedy else sampling.top_k,
-                top_p=sampling.top_p,
-                min_p=sampling.min_p,
-                repeat_penalty=sampling.repeat_penalty,
-                presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty,
-                grammar=grammar,
-            ):
-                if cancelled.is_set():
-                    break
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    put(Delta(decoder.decode(b"", final=True), generated, "stop", len(request.prompt_token_ids)))
-                    break
-                generated += 1
-                text = decoder.decode(self._llama.detokenize([token]))
-                if generated >= sampling.max_tokens:
-                    put(Delta(text + decoder.decode(b"", final=True), generated, "length", len(request.prompt_token_ids)))
-                    break
-                put(Delta(text, generated))
-        except Exception as error:  # reported to the consumer, which raises it as EngineError
-            put(error)
-        finally:
-            put(_DONE)
+    def _sampler(self, request: GenerationRequest) -> Any:
+        from llama_cpp import LlamaGrammar, _internals
+
+        sampling = request.sampling
+        sampler = _internals.LlamaSampler()
+        if sampling.json_schema is not None:
+            grammar = LlamaGrammar.from_json_schema(json.dumps(sampling.json_schema), verbose=False)
+            sampler.add_grammar(self._model, grammar)
+        if sampling.repeat_penalty != 1.0 or sampling.frequency_penalty or sampling.presence_penalty:
+            sampler.add_penalties(
+                self._model.n_vocab(), PENALTY_LAST_N, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty
+            )
+        if sampling.temperature == 0:
+            sampler.add_greedy()
+            return sampler
+        if sampling.top_k > 0:
+            sampler.add_top_k(sampling.top_k)
+        sampler.add_top_p(sampling.top_p, 1)
+        sampler.add_min_p(sampling.min_p, 1)
+        sampler.add_temp(sampling.temperature)
+        sampler.add_dist(sampling.seed if sampling.seed is not None else random.getrandbits(32))
+        return sampler
+
+    def _step(self) -> None:
+        """One llama_decode: a token for every generating sequence, prefill chunks in the rest."""
+        batch = self._batch.batch
+        batch.n_tokens = 0
+        outputs: list[tuple[_Job, int]] = []  # (job, batch index whose logits it samples)
+        fed: list[tuple[_Job, list[int]]] = []
+
+        def add(job: _Job, tokens: list[int], logits_last: bool) -> None:
+            for offset, token in enumerate(tokens):
+                index = batch.n_tokens
+                batch.token[index] = token
+                batch.pos[index] = job.position + offset
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = job.slot.seq_id  # type: ignore[union-attr]
+                batch.logits[index] = logits_last and offset == len(tokens) - 1
+                batch.n_tokens += 1
+            if logits_last:
+                outputs.append((job, batch.n_tokens - 1))
+            fed.append((job, tokens))
+            job.position += len(tokens)
+
+        for job in self._running:
+            if job.next_token is not None:
+                add(job, [job.next_token], True)
+                job.next_token = None
+        for job in self._running:
+            room = BATCH_TOKENS - batch.n_tokens
+            if job.pending and room > 0:
+                chunk, job.pending = job.pending[:room], job.pending[room:]
+                add(job, chunk, not job.pending)
+        if batch.n_tokens == 0:
+            return
+        self._decode(batch, fed)
+        for job, tokens in fed:
+            job.slot.tokens.extend(tokens)  # type: ignore[union-attr]
+        for job, index in outputs:
+            self._sample(job, index)
+
+    def _decode(self, batch: Any, fed: list[tuple[_Job, list[int]]]) -> None:
+        import llama_cpp
+
+        while (code := llama_cpp.llama_decode(self._context.ctx, batch)) == 1:
+            # The KV cache is full: drop the least recently used cached prefix and try again.
+            victims = self._cache.evictable()
+            if not victims:
+                raise EngineError("the KV cache is full; lower JARVIS_PARALLEL or raise JARVIS_CONTEXT_SIZE")
+            llama_cpp.llama_memory_seq_rm(self._context.memory, victims[0].seq_id, 0, -1)
+            victims[0].tokens = []
+        if code != 0:
+            raise EngineError(f"llama_decode returned {code}")
+
+    def _sample(self, job: _Job, index: int) -> None:
+        import llama_cpp
+
+        token = job.sampler.sample(self._context, index)  # also records the token in the chain
+        now = time.perf_counter()
+        job.first_token_at = job.first_token_at or now
+        prompt_tokens = len(job.request.prompt_token_ids)
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._emit_last(job, "stop")
+            return
+        job.generated += 1
+        text = job.decoder.decode(self._piece(token))
+        out_of_room = job.position + 1 >= self._config.context_size
+        if job.generated >= job.request.sampling.max_tokens or out_of_room:
+            self._emit_last(job, "length", text)
+            return
+        job.send(Delta(text, job.generated, None, prompt_tokens, job.cached_tokens))
+        job.next_token = token
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        import llama_cpp
+
+        size = len(self._piece_buffer)
+        length = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buffer, size, 0, special)
+        if length < 0:  # the piece is longer than the buffer: grow it once and retry
+            self._piece_buffer = ctypes.create_string_buffer(-length)
+            return self._piece(token, special)
+        return self._piece_buffer.raw[:length]
+
+    def _emit_last(self, job: _Job, reason: str, text: str = "") -> None:
+        text += job.decoder.decode(b"", final=True)
+        job.send(Delta(text, job.generated, reason, len(job.request.prompt_token_ids), job.cached_tokens))  # type: ignore[arg-type]
+        self._finish(job, _FINISHED)
+
+    def _finish(self, job: _Job, final: object) -> None:
+        if job in self._running:
+            self._running.remove(job)
+        if job.slot is not None:
+            self._cache.release(job.slot)
+        if final is not None:
+            job.send(final)
+        if logger.isEnabledFor(logging.DEBUG) and job.first_token_at is not None:
+            decode_seconds = max(time.perf_counter() - job.first_token_at, 1e-9)
+            logger.debug(
+                "%s: slot %s, %d prompt tokens (%d cached), ttft %.3f s, %d tokens at %.1f/s",
+                job.request.request_id, job.slot.seq_id if job.slot else "-", len(job.request.prompt_token_ids),
+                job.cached_tokens, job.first_token_at - job.submitted_at, job.generated, job.generated / decode_seconds,
+            )
+        job.sampler = None
+
+
+_LOG_CALLBACK: Any = None
+
+
+def _quiet_llama_logs(llama_cpp: Any) -> None:
+    """Route llama.cpp's own logging through `logging` at DEBUG instead of stderr."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None:
+        return
+    native = logging.getLogger("llama_cpp.native")
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, _: ctypes.c_void_p) -> None:
+        if native.isEnabledFor(logging.DEBUG):
+            native.debug("%s", text.decode("utf-8", "replace").rstrip())
+
+    _LOG_CALLBACK = forward  # keep a reference: llama.cpp calls it for the life of the process
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from server.dependencies import AdminIdentity, Client, require_admin_key
 from service.errors import InvalidRequestError
+from service.vllm_command import CommandParseError, parse_vllm_command
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin_key)])
 
@@ -71,8 +72,6 @@ async def switch_engine(body: EngineSwitch, client: Client, identity: AdminIdent
 
 @router.post("/parse-command")
 async def parse_command(body: CommandText, client: Client, identity: AdminIdentity) -> dict[str, object]:
-    from service.vllm_command import CommandParseError, parse_vllm_command
-
     try:
         parsed = parse_vllm_command(body.command)
     except CommandParseError as error:

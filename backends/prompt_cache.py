@@ -1,0 +1,86 @@
+"""Which KV-cache sequence (slot) a request runs in, and how much of its prompt is already there.
+
+Each slot remembers the tokens its sequence holds. A request goes to the free slot with the
+longest common prefix (the slot its `user` last used, when given); a longer prefix held by
+another slot, busy or not, is copied instead of recomputed. Cached prefixes stay until their
+slot is reused, least recently used first. Pure bookkeeping: the engine applies the plan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    length = 0
+    for left, right in zip(a, b):
+        if left != right:
+            break
+        length += 1
+    return length
+
+
+@dataclass(eq=False)
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    last_used: float = 0.0
+    cache_key: str | None = None
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    slot: Slot
+    keep: int  # prompt tokens already in the slot's KV after the plan is applied
+    copy_from: Slot | None = None  # copy the first `keep` tokens from this slot's sequence
+
+
+class PromptCache:
+    # A prefix held by another slot is copied only when it beats the slot's own by this much:
+    # a copy costs little, but below this it is not worth disturbing the cache.
+    MIN_COPY_GAIN = 8
+
+    def __init__(self, n_slots: int) -> None:
+        self.slots = [Slot(seq_id) for seq_id in range(n_slots)]
+
+    def free_count(self) -> int:
+        return sum(not slot.busy for slot in self.slots)
+
+    def busy_count(self) -> int:
+        return sum(slot.busy for slot in self.slots)
+
+    def place(self, prompt: Sequence[int], cache_key: str | None) -> Placement | None:
+        """Claim a free slot for `prompt`; None when every slot is busy."""
+        free = [slot for slot in self.slots if not slot.busy]
+        if not free:
+            return None
+        prefix = {slot.seq_id: common_prefix_length(slot.tokens, prompt) for slot in self.slots}
+        pinned = [slot for slot in free if cache_key is not None and slot.cache_key == cache_key]
+        if pinned:
+            chosen = pinned[0]
+        else:
+            # Longest prefix first; among equals, the least recently used (an empty slot first).
+            chosen = max(free, key=lambda slot: (prefix[slot.seq_id], -slot.last_used))
+        keep = prefix[chosen.seq_id]
+        donor = max(self.slots, key=lambda slot: prefix[slot.seq_id])
+        copy_from = None
+        if donor is not chosen and prefix[donor.seq_id] >= keep + self.MIN_COPY_GAIN:
+            copy_from, keep = donor, prefix[donor.seq_id]
+        # The last prompt token is always computed: its logits give the first answer token.
+        keep = min(keep, len(prompt) - 1)
+        chosen.busy = True
+        chosen.cache_key = cache_key
+        chosen.tokens = list(prompt[:keep])
+        chosen.last_used = time.monotonic()
+        return Placement(chosen, keep, copy_from)
+
+    def release(self, slot: Slot) -> None:
+        """The request is over; its tokens stay cached for the next one."""
+        slot.busy = False
+        slot.last_used = time.monotonic()
+
+    def evictable(self) -> list[Slot]:
+        """Free slots holding a cached prefix, least recently used first."""
+        return sorted((slot for slot in self.slots if not slot.busy and slot.tokens), key=lambda slot: slot.last_used)
