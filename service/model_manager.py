@@ -182,7 +182,7 @@ class ModelManager:
             try:
                 model.stage = "preparing model"
                 path = await asyncio.to_thread(resolve_model, model.entry.model, self._settings.cache_dir)
-                engine = self._factory(model.entry, self._engine_config(model.entry, path))
+                engine = self._factory(model.entry, self._engine_config(model, path))
                 model.stage = "loading model"
                 await engine.start()
                 info = engine.info()
@@ -293,8 +293,9 @@ class ModelManager:
                 model.engine = None
                 model.state = ModelState.UNLOADED
 
-    def _engine_config(self, entry: ModelEntry, model_path: str) -> EngineConfig:
+    def _engine_config(self, model: ManagedModel, model_path: str) -> EngineConfig:
         settings = self._settings
+        entry = model.entry
         options = dict(entry.options)
         return EngineConfig(
             model=model_path,
@@ -304,6 +305,7 @@ class ModelManager:
             n_gpu_layers=options.pop("n_gpu_layers", settings.n_gpu_layers),  # type: ignore[arg-type]
             parallel=options.pop("parallel", settings.parallel),  # type: ignore[arg-type]
             options={"max_queue": settings.max_queue, **options},
+            on_stage=lambda stage: setattr(model, "stage", stage),
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -154,3 +154,19 @@ class EmbeddingRequest(_Tolerant):
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class TokenizeRequest(_Tolerant):
+    """`POST /tokenize`, in vLLM's shape: a raw `prompt`, or chat `messages` (and `tools`)
+    rendered by the model's chat format with the generation prompt, exactly as a chat request."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    tools: list[ToolDefinition] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt (text) or messages (a chat)")
+        return self

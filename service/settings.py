@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     vllm_enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prefixes.")
     vllm_max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences batched at once.")
     vllm_cpu_kvcache_space_gb: float | None = Field(
-        None, gt=0, description="vLLM on CPU: KV-cache size in GiB (machines without a GPU)."
+        None, gt=0, description="vLLM on CPU: KV-cache size in GiB (machines without a GPU). Empty = 1 GiB."
     )
     api_key: SecretStr | None = Field(
         None,

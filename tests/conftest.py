@@ -120,7 +120,7 @@ def start_live_server(tmp_dir: Path, **env_overrides: str) -> LiveServer:
         server.health_history.append((response.status_code, response.json()))
         if response.status_code == 200:
             return server
-        time.sleep(0.02)
+        time.sleep(0.02 if len(server.health_history) < 50 else 0.5)  # fine-grained while a fast engine loads
     process.kill()
     raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
 
@@ -146,7 +146,22 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     stop_live_server(server)
 
 
-@pytest.fixture(scope="session", params=["llama_cpp"])
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One vLLM (CPU) server for the whole session, on the packaged GGUF converted once into the
+    user's cache. Same context and alias as the llama.cpp server, so the same tests hold."""
+    server = start_live_server(
+        tmp_path_factory.mktemp("vllm"),
+        JARVIS_INFERENCE_ENGINE="vllm",
+        JARVIS_CONTEXT_SIZE="2048",
+        JARVIS_VLLM_MAX_MODEL_LEN="2048",
+        JARVIS_MODEL_ALIAS="jarvis",
+    )
+    yield server
+    stop_live_server(server)
+
+
+@pytest.fixture(scope="session", params=[pytest.param("llama_cpp"), pytest.param("vllm", marks=pytest.mark.vllm)])
 def live_server(request: pytest.FixtureRequest) -> LiveServer:
     """The live server of each engine, for tests that must hold on all of them."""
     return request.getfixturevalue(f"{request.param}_server")

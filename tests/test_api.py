@@ -301,3 +301,19 @@ async def test_health_is_503_with_reason_until_loaded(fake_engine) -> None:
                     break
                 await asyncio.sleep(0.01)
             assert (await client.get("/health")).json()["status"] == "ok"
+
+
+async def test_tokenize_prompt_and_chat(api, fake_engine) -> None:
+    raw = (await api.post("/tokenize", json={"prompt": "hi there"})).json()
+    assert raw["tokens"] == fake_engine.tokenize("hi there")
+    assert raw["count"] == len(raw["tokens"]) and raw["max_model_len"] > 0
+    chat = (await api.post("/tokenize", json={"messages": [{"role": "user", "content": "hi"}]})).json()
+    assert chat["prompt"].startswith("<start_of_turn>user\nhi")
+    assert chat["tokens"] == fake_engine.tokenize(chat["prompt"])
+
+
+async def test_tokenize_needs_exactly_one_input(api) -> None:
+    for body in ({}, {"prompt": "a", "messages": [{"role": "user", "content": "b"}]}):
+        response = await api.post("/tokenize", json=body)
+        assert response.status_code == 400
+        assert "exactly one of prompt" in response.json()["error"]["message"]
