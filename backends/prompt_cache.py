@@ -1,9 +1,10 @@
 """Which KV-cache sequence (slot) a request runs in, and how much of its prompt is already there.
 
-Each slot remembers the tokens its sequence holds. A request goes to the free slot with the
-longest common prefix (the slot its `user` last used, when given); a longer prefix held by
-another slot, busy or not, is copied instead of recomputed. Cached prefixes stay until their
-slot is reused, least recently used first. Pure bookkeeping: the engine applies the plan."""
+Each slot remembers the tokens its sequence holds. A request goes to the slot its `user` last
+used, else to a free slot whose content it continues, else to the least recently used free slot;
+a prefix held by another slot, busy or not, is copied instead of recomputed. So one conversation
+never overwrites another's cache for a few shared tokens, and cached prefixes stay until their
+slot is the least recently used. Pure bookkeeping: the engine applies the plan."""
 
 from __future__ import annotations
 
@@ -57,12 +58,7 @@ class PromptCache:
         if not free:
             return None
         prefix = {slot.seq_id: common_prefix_length(slot.tokens, prompt) for slot in self.slots}
-        pinned = [slot for slot in free if cache_key is not None and slot.cache_key == cache_key]
-        if pinned:
-            chosen = pinned[0]
-        else:
-            # Longest prefix first; among equals, the least recently used (an empty slot first).
-            chosen = max(free, key=lambda slot: (prefix[slot.seq_id], -slot.last_used))
+        chosen = self._choose(free, prefix, cache_key)
         keep = prefix[chosen.seq_id]
         donor = max(self.slots, key=lambda slot: prefix[slot.seq_id])
         copy_from = None
@@ -75,6 +71,19 @@ class PromptCache:
         chosen.tokens = list(prompt[:keep])
         chosen.last_used = time.monotonic()
         return Placement(chosen, keep, copy_from)
+
+    def _choose(self, free: list[Slot], prefix: dict[int, int], cache_key: str | None) -> Slot:
+        """The conversation's own slot; else a slot this prompt continues; else the least
+        recently used one (empty slots first), so that another conversation's cache survives.
+        A shared prefix in a slot not chosen is copied from it by the caller."""
+        for slot in free:
+            if cache_key is not None and slot.cache_key == cache_key:
+                return slot
+        best = max(free, key=lambda slot: (prefix[slot.seq_id], -slot.last_used))
+        owned_by_another = best.cache_key is not None and best.cache_key != cache_key
+        if best.tokens and not owned_by_another and prefix[best.seq_id] * 2 >= len(best.tokens):
+            return best
+        return min(free, key=lambda slot: slot.last_used)
 
     def release(self, slot: Slot) -> None:
         """The request is over; its tokens stay cached for the next one."""

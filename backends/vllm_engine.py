@@ -182,7 +182,8 @@ class VllmEngine:
     def _sampling(self, sampling: SamplingParams) -> Any:
         structured = None
         if sampling.json_schema is not None:
-            structured = self._vllm["StructuredOutputsParams"](json=sampling.json_schema)
+            # Compact JSON: with free whitespace a small model can pad with newlines up to max_tokens.
+            structured = self._vllm["StructuredOutputsParams"](json=sampling.json_schema, disable_any_whitespace=True)
         return self._vllm["SamplingParams"](
             n=1,
             max_tokens=sampling.max_tokens,

@@ -147,3 +147,24 @@ def test_models_answers_while_a_long_stream_runs(live_server, client: openai.Ope
     worker.join(120)
     assert models.status_code == 200 and health.status_code == 200
     assert finished_at and answered_at < finished_at[0], "/v1/models waited for the stream to end"
+
+
+def test_prompt_plus_max_tokens_over_the_context_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=2040)
+    message = raised.value.body["message"]
+    assert "2048" in message and "2040" in message
+
+
+def test_a_repeated_prefix_is_reported_as_cached_tokens(client: openai.OpenAI) -> None:
+    house = "The house has these devices: " + " ".join(f"lamp {n} in room {n % 7} is off." for n in range(60))
+    first = client.chat.completions.create(
+        model="x", messages=[{"role": "system", "content": house}, {"role": "user", "content": "Turn on lamp 3."}], max_tokens=2, user="a"
+    )
+    second = client.chat.completions.create(
+        model="x", messages=[{"role": "system", "content": house}, {"role": "user", "content": "Turn off lamp 5."}], max_tokens=2, user="a"
+    )
+    assert first.usage.prompt_tokens > 300
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    # llama.cpp reuses the exact common prefix; vLLM whole KV blocks of it (128 tokens on this CPU).
+    assert second.usage.prompt_tokens * 0.5 < cached < second.usage.prompt_tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import httpx
@@ -114,3 +115,31 @@ def test_metrics_count_a_request(registry_server, client: openai.OpenAI) -> None
     before = count()
     client.chat.completions.create(model="primary", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert count() == before + 1
+
+
+@pytest.mark.vllm
+def test_switch_engine_while_a_stream_runs(registry_server, client: openai.OpenAI) -> None:
+    """The running stream completes on llama.cpp; the next request runs on vLLM. Last in the
+    module: it switches back to llama.cpp at the end."""
+    messages = [{"role": "user", "content": "Tell me a story about a lighthouse."}]
+    stream = client.chat.completions.create(model="primary", messages=messages, max_tokens=120, temperature=0, stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    switched: dict[str, httpx.Response] = {}
+    switcher = threading.Thread(
+        target=lambda: switched.setdefault("r", admin(registry_server, "POST", "/engine", json={"engine": "vllm", "model": "primary"}))
+    )
+    switcher.start()
+    rest = list(stream)  # the stream keeps going on the old engine while vLLM loads
+    assert [chunk.choices[0].finish_reason for chunk in rest if chunk.choices and chunk.choices[0].finish_reason] in (["length"], ["stop"])
+    switcher.join(900)
+    response = switched["r"]
+    assert response.status_code == 200, response.text
+    assert response.json()["from"] == "llama_cpp" and response.json()["to"] == "vllm"
+    answer = client.chat.completions.create(model="primary", messages=messages, max_tokens=4, temperature=0)
+    assert answer.choices[0].finish_reason in {"stop", "length"}
+    engines = {model.id: model.model_extra["engine"] for model in client.models.list()}
+    assert engines["primary"] == "vllm"
+    assert "switch engine of primary" in audit_actions(registry_server)
+    back = admin(registry_server, "POST", "/engine", json={"engine": "llama_cpp", "model": "primary"})
+    assert back.status_code == 200 and back.json()["to"] == "llama_cpp"

@@ -150,6 +150,17 @@ async def test_cached_prefixes_survive_other_conversations_in_between(engine) ->
     assert last.cached_tokens > 100
 
 
+async def test_two_conversations_with_different_long_prompts_both_stay_warm(engine) -> None:
+    houses = [SYSTEM + f"Room {n} has a lamp. " * 40 for n in (1, 2)]  # a common header, then different
+    lasts = []
+    for turn in range(2):
+        for index, house in enumerate(houses):
+            prompt = f"{house}Question {turn}.<end_of_turn>\n<start_of_turn>model\n"
+            lasts.append((await run(engine, request(engine, prompt, 2, cache_key=f"house-{index}")))[1])
+    for warm in lasts[2:]:
+        assert warm.cached_tokens > warm.prompt_tokens - 10, "each conversation keeps its own cache"
+
+
 async def test_the_engine_survives_fifty_streams_cancelled_at_random_points(engine) -> None:
     reference, _ = await run(engine, request(engine, turn(QUESTIONS[0]), 16))
     rng = random.Random(1234)

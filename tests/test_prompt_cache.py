@@ -71,3 +71,12 @@ def test_no_free_slot_gives_none_and_eviction_is_least_recently_used() -> None:
     cache.place([4], None)
     assert cache.place([5], None) is None
     assert cache.busy_count() == 2 and cache.free_count() == 0
+
+
+def test_a_conversation_does_not_overwrite_another_for_a_few_shared_tokens() -> None:
+    cache = PromptCache(3)
+    header = [1, 2, 3]
+    first = hold(cache, header + list(range(100, 200)), key="a")
+    second = cache.place(header + list(range(300, 400)), "b")
+    assert second is not None and second.slot is not first.slot
+    assert first.slot.tokens[:4] == [1, 2, 3, 100], "conversation a's cache must survive"
