@@ -168,3 +168,26 @@ def test_a_repeated_prefix_is_reported_as_cached_tokens(client: openai.OpenAI) -
     cached = second.usage.prompt_tokens_details.cached_tokens
     # llama.cpp reuses the exact common prefix; vLLM whole KV blocks of it (128 tokens on this CPU).
     assert second.usage.prompt_tokens * 0.5 < cached < second.usage.prompt_tokens
+
+
+def test_four_concurrent_streams_all_complete(client: openai.OpenAI) -> None:
+    results: list[tuple[str, str | None]] = [("", None)] * 4
+
+    def consume(index: int) -> None:
+        stream = client.chat.completions.create(
+            model="x", messages=[{"role": "user", "content": f"Tell story number {index}."}], max_tokens=24, temperature=0, stream=True
+        )
+        text, finish = "", None
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+        results[index] = (text, finish)
+
+    workers = [threading.Thread(target=consume, args=(index,)) for index in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(300)
+    assert all(finish in {"stop", "length"} for _, finish in results), results
+    assert sum(bool(text.strip()) for text, _ in results) >= 3, results

@@ -4,6 +4,7 @@ client against a live server, on every engine."""
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import openai
@@ -93,12 +94,19 @@ def test_json_schema_output_validates(client: openai.OpenAI) -> None:
 
 
 def test_json_object_output_parses(client: openai.OpenAI) -> None:
-    response = client.chat.completions.create(
-        model="x", max_tokens=48, temperature=0, response_format={"type": "json_object"},
-        messages=[{"role": "user", "content": "Give me the kitchen state as a JSON object with at most two keys."}],
-    )
-    assert response.choices[0].finish_reason == "stop", "the grammar must not let the model run to max_tokens"
-    assert isinstance(json.loads(response.choices[0].message.content), dict)
+    # Two examples set the shape, as a voice pipeline's prompt would; the base model follows them.
+    messages = [
+        {"role": "user", "content": "Kitchen: light on, oven off."},
+        {"role": "assistant", "content": '{"light": "on", "oven": "off"}'},
+        {"role": "user", "content": "Bedroom: light off, fan on."},
+        {"role": "assistant", "content": '{"light": "off", "fan": "on"}'},
+        {"role": "user", "content": "Garage: door open, light off."},
+    ]
+    response = client.chat.completions.create(model="x", max_tokens=48, temperature=0, response_format={"type": "json_object"}, messages=messages)
+    content = response.choices[0].message.content
+    assert not re.search(r"\s{6,}", content), f"the grammar let the model pad with whitespace: {content!r}"
+    assert response.choices[0].finish_reason == "stop", content
+    assert isinstance(json.loads(content), dict)
 
 
 def test_setup_probe_returns_length(client: openai.OpenAI) -> None:

@@ -1,0 +1,69 @@
+"""The vLLM engine's mapping of our settings and sampling onto vLLM, and its start-up errors,
+without vLLM itself (fast tier). The engine end to end is in test_live_vllm.py."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from backends import vllm_engine
+from backends.base import EngineConfig, EngineError, SamplingParams
+from backends.vllm_engine import VllmEngine
+
+
+def engine(**options: object) -> VllmEngine:
+    instance = VllmEngine(EngineConfig(model="org/model", context_size=2048, cache_dir="/tmp", options=options))
+    instance._vllm = {
+        "AsyncEngineArgs": lambda **kwargs: kwargs,
+        "SamplingParams": lambda **kwargs: kwargs,
+        "StructuredOutputsParams": lambda **kwargs: kwargs,
+        "DELTA": "delta",
+    }
+    instance._stop_token_ids = [1, 106]
+    return instance
+
+
+def test_a_missing_vllm_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    with pytest.raises(EngineError) as raised:
+        VllmEngine(EngineConfig(model="m", context_size=512, cache_dir="/tmp"))._import_vllm()
+    message = str(raised.value)
+    assert "vLLM cannot be imported" in message
+    assert "JARVIS_INFERENCE_ENGINE=vllm" in message and "./run.sh" in message
+
+
+def test_engine_options_map_onto_vllm_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_engine, "nvidia_gpu_present", lambda: False)
+    arguments = engine(
+        max_model_len=4096, tensor_parallel_size=2, dtype="bfloat16", enforce_eager=True, enable_prefix_caching=False,
+        cpu_kvcache_space_gb=2.5, max_queue=16,
+    )._engine_args("/models/x")
+    assert arguments["model"] == arguments["tokenizer"] == "/models/x"
+    assert arguments["max_model_len"] == 4096
+    assert arguments["tensor_parallel_size"] == 2 and arguments["dtype"] == "bfloat16"
+    assert arguments["enforce_eager"] is True and arguments["enable_prefix_caching"] is False
+    assert arguments["kv_cache_memory_bytes"] == int(2.5 * 2**30)
+    assert "max_queue" not in arguments  # a llama.cpp option, not vLLM's
+
+
+def test_on_a_gpu_the_kv_cache_follows_gpu_memory_utilization(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_engine, "nvidia_gpu_present", lambda: True)
+    arguments = engine(gpu_memory_utilization=0.8)._engine_args("m")
+    assert arguments["gpu_memory_utilization"] == 0.8
+    assert "kv_cache_memory_bytes" not in arguments
+    assert arguments["max_model_len"] == 2048  # the context size when max_model_len is not set
+
+
+def test_sampling_maps_one_for_one() -> None:
+    sampling = SamplingParams(
+        max_tokens=7, temperature=0, top_p=0.9, top_k=40, min_p=0.05, seed=3, presence_penalty=0.5,
+        frequency_penalty=0.25, repeat_penalty=1.1, json_schema={"type": "object"},
+    )
+    mapped = engine()._sampling(sampling)
+    assert mapped["max_tokens"] == 7 and mapped["temperature"] == 0 and mapped["n"] == 1
+    assert (mapped["top_p"], mapped["top_k"], mapped["min_p"], mapped["seed"]) == (0.9, 40, 0.05, 3)
+    assert (mapped["presence_penalty"], mapped["frequency_penalty"], mapped["repetition_penalty"]) == (0.5, 0.25, 1.1)
+    assert mapped["stop_token_ids"] == [1, 106]
+    assert mapped["output_kind"] == "delta"
+    assert mapped["structured_outputs"]["json"] == {"type": "object"}
