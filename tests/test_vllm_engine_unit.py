@@ -67,3 +67,9 @@ def test_sampling_maps_one_for_one() -> None:
     assert mapped["stop_token_ids"] == [1, 106]
     assert mapped["output_kind"] == "delta"
     assert mapped["structured_outputs"]["json"] == {"type": "object"}
+
+
+def test_overrides_win_over_the_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_engine, "nvidia_gpu_present", lambda: False)
+    arguments = engine()._engine_args("m", runner="pooling", kv_cache_memory_bytes=123)
+    assert arguments["runner"] == "pooling" and arguments["kv_cache_memory_bytes"] == 123
