@@ -58,7 +58,7 @@ class PromptCache:
         if not free:
             return None
         prefix = {slot.seq_id: common_prefix_length(slot.tokens, prompt) for slot in self.slots}
-        chosen = self._choose(free, prefix, cache_key)
+        chosen = self._choose(free, prefix, cache_key, len(prompt))
         keep = prefix[chosen.seq_id]
         donor = max(self.slots, key=lambda slot: prefix[slot.seq_id])
         copy_from = None
@@ -72,7 +72,7 @@ class PromptCache:
         chosen.last_used = time.monotonic()
         return Placement(chosen, keep, copy_from)
 
-    def _choose(self, free: list[Slot], prefix: dict[int, int], cache_key: str | None) -> Slot:
+    def _choose(self, free: list[Slot], prefix: dict[int, int], cache_key: str | None, prompt_length: int) -> Slot:
         """The conversation's own slot; else a slot this prompt continues; else the least
         recently used one (empty slots first), so that another conversation's cache survives.
         A shared prefix in a slot not chosen is copied from it by the caller."""
@@ -80,8 +80,12 @@ class PromptCache:
             if cache_key is not None and slot.cache_key == cache_key:
                 return slot
         best = max(free, key=lambda slot: (prefix[slot.seq_id], -slot.last_used))
+        shared = prefix[best.seq_id]
         owned_by_another = best.cache_key is not None and best.cache_key != cache_key
-        if best.tokens and not owned_by_another and prefix[best.seq_id] * 2 >= len(best.tokens):
+        # "Continues" = the shared prefix is most of what the slot holds (the next turn of its
+        # conversation) or most of the new prompt (the same prompt again, a regenerated answer).
+        continues = shared * 2 >= len(best.tokens) or shared * 2 >= prompt_length
+        if shared and not owned_by_another and continues:
             return best
         return min(free, key=lambda slot: slot.last_used)
 

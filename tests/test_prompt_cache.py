@@ -80,3 +80,14 @@ def test_a_conversation_does_not_overwrite_another_for_a_few_shared_tokens() -> 
     second = cache.place(header + list(range(300, 400)), "b")
     assert second is not None and second.slot is not first.slot
     assert first.slot.tokens[:4] == [1, 2, 3, 100], "conversation a's cache must survive"
+
+
+def test_the_same_short_prompt_again_reuses_its_slot_despite_a_long_answer() -> None:
+    cache = PromptCache(3)
+    prompt = [2, 10, 11, 12]
+    first = cache.place(prompt, None)
+    assert first is not None
+    first.slot.tokens = prompt + list(range(100, 140))  # the prompt and a long answer
+    cache.release(first.slot)
+    again = cache.place(prompt, None)
+    assert again is not None and again.slot is first.slot and again.keep == 3
