@@ -44,12 +44,19 @@ models_file_uses_vllm() {
 
 have_nvidia_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
-# Install a requirements file only when it changed since the last successful install.
+# A requirements file is stale when it (or `digest_of`) changed since its last successful install.
+stamp_of() { echo "$VENV/.installed-${1//\//_}.sha256"; }
+is_stale() {
+  local stamp digest
+  stamp=$(stamp_of "$1")
+  digest=$(sha256sum "${2:-$1}" | cut -d' ' -f1)
+  ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; }
+}
+
+# Install a requirements file only when it is stale.
 install_requirements() {
   local file="$1" digest_of="${2:-$1}"
-  local stamp="$VENV/.installed-${file//\//_}.sha256" digest
-  digest=$(sha256sum "$digest_of" | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then return 0; fi
+  is_stale "$file" "$digest_of" || return 0
   log "installing $file"
   if [ "$file" = requirements-base.txt ] && have_nvidia_gpu; then
     export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}"
@@ -60,16 +67,39 @@ install_requirements() {
     # with them present, and vLLM's text models do not use them.
     "$VENV/bin/python" -m pip uninstall --disable-pip-version-check -q -y torchvision torchaudio torchcodec || true
   fi
-  echo "$digest" > "$stamp"
+  sha256sum "$digest_of" | cut -d' ' -f1 > "$(stamp_of "$file")"
+}
+
+# While a long install runs before serving, a stand-in answers /health with 503 and the stage.
+STAND_IN_PID=""
+start_stand_in() {
+  local host port
+  host=$(setting JARVIS_HOST); host="${host:-127.0.0.1}"
+  port=$(setting JARVIS_PORT); port="${port:-8000}"
+  "$VENV/bin/python" server/install_health.py "$host" "$port" "$1" >/dev/null 2>&1 &
+  STAND_IN_PID=$!
+  trap stop_stand_in EXIT
+  log "$1; meanwhile http://$host:$port/health answers 503 with that stage"
+}
+stop_stand_in() {
+  [ -n "$STAND_IN_PID" ] || return 0
+  kill "$STAND_IN_PID" 2>/dev/null || true
+  wait "$STAND_IN_PID" 2>/dev/null || true
+  STAND_IN_PID=""
 }
 
 # The vLLM build this machine needs: CUDA where an NVIDIA GPU is present, CPU otherwise.
 install_vllm() {
   local build=cpu
   have_nvidia_gpu && build=gpu
+  local file="requirements-vllm-$build.txt" merged="$VENV/requirements-vllm-$build.merged"
   # The stamp covers the shared file too, so editing it reinstalls.
-  cat requirements-vllm.txt "requirements-vllm-$build.txt" > "$VENV/requirements-vllm-$build.merged"
-  install_requirements "requirements-vllm-$build.txt" "$VENV/requirements-vllm-$build.merged"
+  cat requirements-vllm.txt "$file" > "$merged"
+  if is_stale "$file" "$merged"; then
+    [ "$MODE" = serve ] && start_stand_in "installing vLLM ($build build)"
+    install_requirements "$file" "$merged"
+    stop_stand_in
+  fi
   if ! "$VENV/bin/python" -c 'import vllm' >/dev/null 2>&1; then
     log "vLLM was installed but does not import; run: $VENV/bin/python -c 'import vllm' to see why"
     exit 1

@@ -102,7 +102,7 @@ class VllmEngine:
         path = Path(model)
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist; set JARVIS_MODEL_NAME to a GGUF file, an HF id or folder")
-        self._on_stage("converting GGUF for vLLM")
+        self._on_stage("preparing GGUF for vLLM")
         try:
             folder = ensure_hf_folder(path, Path(self._config.cache_dir), self._report_conversion)
         except ConversionError as error:

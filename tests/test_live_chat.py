@@ -26,7 +26,7 @@ def client(live_server) -> openai.OpenAI:
 
 LOADING_STAGES = {
     "starting", "waiting to load", "preparing model", "loading model",  # both engines
-    "converting GGUF for vLLM", "importing vLLM", "loading model in vLLM",  # vLLM
+    "preparing GGUF for vLLM", "importing vLLM", "loading model in vLLM",  # vLLM (and "converting ..." once)
 }
 
 
