@@ -26,7 +26,7 @@ from backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from backends.gguf_to_hf import ConversionError, ensure_hf_folder
+from backends.gguf_to_hf import ConversionError, converted_architecture, ensure_hf_folder
 from backends.vllm_embedder import VllmEmbedder
 
 logger = logging.getLogger(__name__)
@@ -107,11 +107,7 @@ class VllmEngine:
             folder = ensure_hf_folder(path, Path(self._config.cache_dir), self._report_conversion)
         except ConversionError as error:
             raise EngineError(str(error)) from error
-        from gguf import GGUFReader
-
-        field = GGUFReader(str(path)).fields.get("general.architecture")
-        architecture = bytes(field.parts[field.data[0]]).decode() if field is not None else None
-        return str(folder), architecture
+        return str(folder), converted_architecture(folder)
 
     def _report_conversion(self, message: str) -> None:
         logger.info("%s", message)
@@ -197,7 +193,7 @@ class VllmEngine:
             max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else 0,
+            top_k=sampling.top_k,
             min_p=sampling.min_p,
             seed=sampling.seed,
             presence_penalty=sampling.presence_penalty,
@@ -214,7 +210,6 @@ class VllmEngine:
             raise EngineError("the engine is not started")
         prompt = self._vllm["TokensPrompt"](prompt_token_ids=request.prompt_token_ids)
         produced = 0
-        finished = False
         stream = self._llm.generate(prompt, self._sampling(request.sampling), request.request_id)
         try:
             async for output in stream:
@@ -232,6 +227,6 @@ class VllmEngine:
                 if finished:
                     return
         finally:
+            # Closing vLLM's generator early aborts the request inside vLLM (AsyncLLM.generate
+            # handles GeneratorExit and cancellation by aborting); test_live_vllm checks it.
             await stream.aclose()
-            if not finished and self._llm is not None:
-                await self._llm.abort(request.request_id)

@@ -73,3 +73,12 @@ def test_overrides_win_over_the_cpu_defaults(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(vllm_engine, "nvidia_gpu_present", lambda: False)
     arguments = engine()._engine_args("m", runner="pooling", kv_cache_memory_bytes=123)
     assert arguments["runner"] == "pooling" and arguments["kv_cache_memory_bytes"] == 123
+
+
+def test_gguf_metadata_of_the_packaged_model() -> None:
+    from backends.gguf_to_hf import gguf_metadata
+    from service.model_files import packaged_model_path
+    from service.settings import Settings
+
+    metadata = gguf_metadata(packaged_model_path(Settings().cache_dir))
+    assert metadata == {"architecture": "gemma3", "add_bos_token": True}
