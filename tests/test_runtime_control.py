@@ -308,8 +308,27 @@ async def test_embeddings_on_an_engine_that_cannot_embed_is_400(app_factory, fak
         assert_error(await client.post("/v1/embeddings", json={"input": "x"}), 400, says="cannot make embeddings")
 
 
-def test_auto_engine_explains_its_choice() -> None:
-    engine, reason = choose_engine("auto")
-    assert engine in {"llama_cpp", "vllm"}
-    assert reason.startswith("auto: ")
+@pytest.mark.parametrize(
+    ("vllm_installed", "gpu", "expected"),
+    [
+        (True, True, ("vllm", "auto: vLLM is installed and an NVIDIA GPU is present")),
+        (True, False, ("llama_cpp", "auto: no NVIDIA GPU is present, so llama.cpp")),
+        (False, True, ("llama_cpp", "auto: vLLM is not installed, so llama.cpp")),
+    ],
+)
+def test_auto_engine_explains_its_choice(monkeypatch: pytest.MonkeyPatch, vllm_installed: bool, gpu: bool, expected: tuple[str, str]) -> None:
+    import importlib.util
+
+    import backends
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> object:
+        if name == "vllm":
+            return object() if vllm_installed else None
+        return real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(backends, "nvidia_gpu_present", lambda: gpu)
+    assert choose_engine("auto") == expected
     assert choose_engine("llama_cpp") == ("llama_cpp", "JARVIS_INFERENCE_ENGINE=llama_cpp")
