@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, start_live_server, stop_live_server
 
 pytestmark = [pytest.mark.real, pytest.mark.vllm]
 
@@ -89,26 +91,40 @@ def test_one_conversation_gives_the_same_prompt_and_token_ids_on_both_engines(ll
     assert llama_raw["tokens"] == vllm_raw["tokens"]
 
 
-def test_greedy_output_of_both_engines_agrees_on_the_first_tokens(llama_server: LiveServer, vllm_server: LiveServer) -> None:
+@pytest.fixture
+def fresh_llama_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A llama.cpp server with nothing cached yet (it starts in seconds). Its greedy answers depend
+    on its cache state: a prefix computed in another batch shape carries slightly different values
+    and can flip a near tie ("Once upon a time, there was a" gave " small", " little" and " man"
+    on the shared server as the suite went on). From a fresh start they are the same every time."""
+    server = start_live_server(tmp_path, JARVIS_INFERENCE_ENGINE="llama_cpp", JARVIS_CONTEXT_SIZE="2048")
+    yield server
+    stop_live_server(server)
+
+
+def test_greedy_output_of_both_engines_agrees_on_the_first_tokens(fresh_llama_server: LiveServer, vllm_server: LiveServer) -> None:
     """llama.cpp runs the Q4_K_M weights with its quantized kernels; vLLM runs the same weights
     dequantized to bf16. The logits differ slightly, so a greedy answer may take the other branch
-    where two candidates are nearly tied ("Once upon a time, there was a" -> " little" on one,
-    " man" on the other). Measured on these 12 prompts, 8 new tokens each: the first token agrees
-    on 10, all 8 tokens on 8. Tolerance: at least 9 first tokens and 6 whole answers agree."""
+    where two candidates are nearly tied. vLLM's answers here do not depend on what it served
+    before (these prompts are shorter than one of its cache blocks); llama.cpp's come from a fresh
+    server. Measured on these 12 prompts, 8 new tokens each: the first token agrees on 11, all 8
+    tokens on 9, identically over three fresh servers. Tolerance, for other CPUs' kernels: at least
+    9 first tokens and 7 whole answers agree."""
+    tokenize_url = f"{fresh_llama_server.base_url}/tokenize"
     generated: dict[str, list[list[int]]] = {}
-    for name, server in (("llama_cpp", llama_server), ("vllm", vllm_server)):
+    for name, server in (("llama_cpp", fresh_llama_server), ("vllm", vllm_server)):
         engine_client = openai.OpenAI(base_url=server.api_url, api_key="x", max_retries=0, timeout=300)
         generated[name] = []
         for prompt in AGREEMENT_PROMPTS:
             text = engine_client.completions.create(model="x", prompt=prompt, max_tokens=8, temperature=0).choices[0].text
             # Token ids of prompt + answer, from one tokenizer (both engines share the ids).
-            ids = httpx.post(f"{llama_server.base_url}/tokenize", json={"prompt": prompt + text}, timeout=30).json()["tokens"]
-            prompt_length = len(httpx.post(f"{llama_server.base_url}/tokenize", json={"prompt": prompt}, timeout=30).json()["tokens"])
+            ids = httpx.post(tokenize_url, json={"prompt": prompt + text}, timeout=30).json()["tokens"]
+            prompt_length = len(httpx.post(tokenize_url, json={"prompt": prompt}, timeout=30).json()["tokens"])
             generated[name].append(ids[prompt_length:])
     pairs = list(zip(generated["llama_cpp"], generated["vllm"]))
     first_agree = sum(a[:1] == b[:1] for a, b in pairs)
     all_agree = sum(a == b for a, b in pairs)
-    assert first_agree >= 9 and all_agree >= 6, f"first token agrees on {first_agree}/12, whole answer on {all_agree}/12"
+    assert first_agree >= 9 and all_agree >= 7, f"first token agrees on {first_agree}/12, whole answer on {all_agree}/12"
 
 
 def test_embeddings_on_vllm_shape_norm_and_determinism(client: openai.OpenAI) -> None:
