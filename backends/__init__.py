@@ -55,12 +55,16 @@ def nvidia_gpu_present() -> bool:
         return False
 
 
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
 def choose_engine(setting: str) -> tuple[str, str]:
     """The engine to use for JARVIS_INFERENCE_ENGINE=`setting`, and why."""
     if setting != "auto":
         return setting, f"JARVIS_INFERENCE_ENGINE={setting}"
-    vllm_installed = importlib.util.find_spec("vllm") is not None
-    if vllm_installed and nvidia_gpu_present():
+    installed = vllm_installed()
+    if installed and nvidia_gpu_present():
         return "vllm", "auto: vLLM is installed and an NVIDIA GPU is present"
-    why = "no NVIDIA GPU is present" if vllm_installed else "vLLM is not installed"
+    why = "no NVIDIA GPU is present" if installed else "vLLM is not installed"
     return "llama_cpp", f"auto: {why}, so llama.cpp"

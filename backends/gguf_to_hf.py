@@ -19,7 +19,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 MARKER = "jarvis-conversion.json"
-FORMAT_VERSION = 2  # 2: the marker records the GGUF architecture
+FORMAT_VERSION = 1
 
 Progress = Callable[[str], None]
 
@@ -34,21 +34,11 @@ def converted_folder(gguf_path: Path, cache_dir: Path) -> Path:
     return cache_dir / "hf-from-gguf" / f"{gguf_path.stem}-{stat.st_size:x}-{stat.st_mtime_ns:x}"
 
 
-def _marker(folder: Path) -> dict:
-    try:
-        marker = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return {}
-    return marker if isinstance(marker, dict) and marker.get("format") == FORMAT_VERSION else {}
-
-
 def is_converted(folder: Path) -> bool:
-    return bool(_marker(folder))
-
-
-def converted_architecture(folder: Path) -> str | None:
-    """The GGUF's `general.architecture`, as recorded at conversion (chat format `auto` uses it)."""
-    return _marker(folder).get("architecture")
+    try:
+        return json.loads((folder / MARKER).read_text())["format"] == FORMAT_VERSION
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def ensure_hf_folder(gguf_path: Path, cache_dir: Path, progress: Progress | None = None) -> Path:
@@ -62,8 +52,8 @@ def ensure_hf_folder(gguf_path: Path, cache_dir: Path, progress: Progress | None
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        metadata = _convert(gguf_path, partial, report)
-        (partial / MARKER).write_text(json.dumps({"format": FORMAT_VERSION, "source": str(gguf_path), **metadata}))
+        _convert(gguf_path, partial, report)
+        (partial / MARKER).write_text(json.dumps({"format": FORMAT_VERSION, "source": str(gguf_path)}))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
     except Exception as error:
@@ -76,21 +66,15 @@ def ensure_hf_folder(gguf_path: Path, cache_dir: Path, progress: Progress | None
     return folder
 
 
-def gguf_metadata(gguf_path: Path) -> dict[str, object]:
-    """What the conversion keeps from the GGUF header: the architecture, and llama.cpp's BOS rule
-    (`tokenizer.ggml.add_bos_token`, true when absent)."""
+def gguf_adds_bos(gguf_path: Path) -> bool:
+    """llama.cpp's rule: the file's `tokenizer.ggml.add_bos_token`, true when absent."""
     from gguf import GGUFReader
 
-    fields = GGUFReader(str(gguf_path)).fields
-    architecture = fields.get("general.architecture")
-    add_bos = fields.get("tokenizer.ggml.add_bos_token")
-    return {
-        "architecture": bytes(architecture.parts[architecture.data[0]]).decode() if architecture is not None else None,
-        "add_bos_token": True if add_bos is None else bool(add_bos.parts[add_bos.data[0]][0]),
-    }
+    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.add_bos_token")
+    return True if field is None else bool(field.contents())
 
 
-def _convert(gguf_path: Path, target: Path, report: Progress) -> dict[str, object]:
+def _convert(gguf_path: Path, target: Path, report: Progress) -> None:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -100,8 +84,7 @@ def _convert(gguf_path: Path, target: Path, report: Progress) -> dict[str, objec
             "run ./run.sh with JARVIS_INFERENCE_ENGINE=vllm to install requirements-vllm.txt"
         ) from error
     source, name = str(gguf_path.parent), gguf_path.name
-    metadata = gguf_metadata(gguf_path)
-    adds_bos = bool(metadata["add_bos_token"])
+    adds_bos = gguf_adds_bos(gguf_path)
     report(f"converting {name} for vLLM (once; about a minute for a small model): tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
     report(f"converting {name}: dequantizing the weights")
@@ -114,7 +97,6 @@ def _convert(gguf_path: Path, target: Path, report: Progress) -> dict[str, objec
     tokenizer.add_bos_token = adds_bos
     tokenizer.save_pretrained(target)
     _check_bos(target, adds_bos)
-    return metadata
 
 
 def _check_bos(folder: Path, adds_bos: bool) -> None:

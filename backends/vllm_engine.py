@@ -26,7 +26,7 @@ from backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from backends.gguf_to_hf import ConversionError, converted_architecture, ensure_hf_folder
+from backends.gguf_to_hf import ConversionError, ensure_hf_folder
 from backends.vllm_embedder import VllmEmbedder
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class VllmEngine:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        model, architecture = await asyncio.to_thread(self._prepare_model)
+        model = await asyncio.to_thread(self._prepare_model)
         self._on_stage("importing vLLM")
         await asyncio.to_thread(self._import_vllm)
         self._on_stage("loading model in vLLM")
@@ -84,7 +84,8 @@ class VllmEngine:
         self._info = EngineInfo(
             model_id=Path(self._config.model).name.removesuffix(".gguf"),
             context_length=self._llm.vllm_config.model_config.max_model_len,
-            architecture=architecture or self._llm.vllm_config.model_config.hf_config.model_type,
+            # HF model_type (a converted gemma3 GGUF is `gemma3_text`); chat_formats knows both namings.
+            architecture=self._llm.vllm_config.model_config.hf_config.model_type,
             capabilities=EngineCapabilities(grammar=True, embeddings=True, batching=True),
             chat_template=getattr(self._tokenizer, "chat_template", None),
             bos_token=self._tokenizer.bos_token or "",
@@ -94,11 +95,11 @@ class VllmEngine:
             "vLLM: %s, context %d, up to %d sequences at once", model, self._info.context_length, self._max_num_seqs
         )
 
-    def _prepare_model(self) -> tuple[str, str | None]:
-        """The folder or id vLLM loads, and the GGUF architecture when the source is a GGUF."""
+    def _prepare_model(self) -> str:
+        """The folder or id vLLM loads (a GGUF is converted to an HF folder once)."""
         model = self._config.model
         if not model.endswith(".gguf"):
-            return model, None
+            return model
         path = Path(model)
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist; set JARVIS_MODEL_NAME to a GGUF file, an HF id or folder")
@@ -107,7 +108,7 @@ class VllmEngine:
             folder = ensure_hf_folder(path, Path(self._config.cache_dir), self._report_conversion)
         except ConversionError as error:
             raise EngineError(str(error)) from error
-        return str(folder), converted_architecture(folder)
+        return str(folder)
 
     def _report_conversion(self, message: str) -> None:
         logger.info("%s", message)

@@ -36,7 +36,7 @@ def _builtin(name: str, stop: tuple[str, ...], architectures: tuple[str, ...], t
 CHAT_FORMATS: dict[str, ChatFormat] = {
     chat_format.name: chat_format
     for chat_format in (
-        _builtin("chatml", ("<|im_end|>",), ("qwen2", "qwen3", "qwen2moe", "phi3"), "hermes"),
+        _builtin("chatml", ("<|im_end|>",), ("qwen2", "qwen3", "qwen2moe", "qwen3moe", "qwen2_moe", "qwen3_moe", "phi3"), "hermes"),
         _builtin("llama3", ("<|eot_id|>", "<|eom_id|>"), ("llama",), "llama3"),
         _builtin("mistral", ("</s>",), ("mistral", "mistral3"), "mistral"),
         _builtin("gemma", ("<end_of_turn>",), ("gemma", "gemma2", "gemma3", "gemma3_text"), "json"),

@@ -75,6 +75,12 @@ def test_auto_without_embedded_template_follows_the_architecture() -> None:
     assert resolve_chat_format("auto", "qwen2", None).name == "chatml"
 
 
+@pytest.mark.parametrize(("model_type", "expected"), [("gemma3_text", "gemma"), ("qwen2_moe", "chatml"), ("qwen3_moe", "chatml")])
+def test_auto_knows_the_hf_model_type_too(model_type: str, expected: str) -> None:
+    """vLLM reports the HF model_type, which differs from the GGUF name for some architectures."""
+    assert resolve_chat_format("auto", model_type, None).name == expected
+
+
 def test_auto_with_unknown_architecture_fails_clearly() -> None:
     with pytest.raises(ChatFormatError, match="JARVIS_CHAT_FORMAT"):
         resolve_chat_format("auto", "mystery", None)

@@ -317,18 +317,9 @@ async def test_embeddings_on_an_engine_that_cannot_embed_is_400(app_factory, fak
     ],
 )
 def test_auto_engine_explains_its_choice(monkeypatch: pytest.MonkeyPatch, vllm_installed: bool, gpu: bool, expected: tuple[str, str]) -> None:
-    import importlib.util
-
     import backends
 
-    real_find_spec = importlib.util.find_spec
-
-    def find_spec(name: str, package: str | None = None) -> object:
-        if name == "vllm":
-            return object() if vllm_installed else None
-        return real_find_spec(name, package)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(backends, "vllm_installed", lambda: vllm_installed)
     monkeypatch.setattr(backends, "nvidia_gpu_present", lambda: gpu)
     assert choose_engine("auto") == expected
     assert choose_engine("llama_cpp") == ("llama_cpp", "JARVIS_INFERENCE_ENGINE=llama_cpp")

@@ -75,10 +75,9 @@ def test_overrides_win_over_the_cpu_defaults(monkeypatch: pytest.MonkeyPatch) ->
     assert arguments["runner"] == "pooling" and arguments["kv_cache_memory_bytes"] == 123
 
 
-def test_gguf_metadata_of_the_packaged_model() -> None:
-    from backends.gguf_to_hf import gguf_metadata
+def test_the_packaged_gguf_asks_for_bos() -> None:
+    from backends.gguf_to_hf import gguf_adds_bos
     from service.model_files import packaged_model_path
     from service.settings import Settings
 
-    metadata = gguf_metadata(packaged_model_path(Settings().cache_dir))
-    assert metadata == {"architecture": "gemma3", "add_bos_token": True}
+    assert gguf_adds_bos(packaged_model_path(Settings().cache_dir)) is True
