@@ -24,8 +24,12 @@ def client(registry_server) -> openai.OpenAI:
     return openai.OpenAI(base_url=registry_server.api_url, api_key=API_KEY, max_retries=0, timeout=300)
 
 
-def admin(server, method: str, path: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, f"{server.base_url}/admin{path}", headers=ADMIN, timeout=300, **kwargs)
+# The first switch to vLLM in a session may convert the GGUF and then start vLLM: minutes on 2 cores.
+ENGINE_SWITCH_TIMEOUT = 900
+
+
+def admin(server, method: str, path: str, timeout: float = 300, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{server.base_url}/admin{path}", headers=ADMIN, timeout=timeout, **kwargs)
 
 
 def model_states(client: openai.OpenAI) -> dict[str, str]:
@@ -125,15 +129,23 @@ def test_switch_engine_while_a_stream_runs(registry_server, client: openai.OpenA
     stream = client.chat.completions.create(model="primary", messages=messages, max_tokens=120, temperature=0, stream=True)
     first = next(iter(stream))
     assert first.choices[0].delta.role == "assistant"
-    switched: dict[str, httpx.Response] = {}
-    switcher = threading.Thread(
-        target=lambda: switched.setdefault("r", admin(registry_server, "POST", "/engine", json={"engine": "vllm", "model": "primary"}))
-    )
+    switched: dict[str, httpx.Response | Exception] = {}
+
+    def switch_to_vllm() -> None:
+        try:
+            switched["r"] = admin(
+                registry_server, "POST", "/engine", timeout=ENGINE_SWITCH_TIMEOUT, json={"engine": "vllm", "model": "primary"}
+            )
+        except Exception as error:  # reported by the assertion below, not lost in the thread
+            switched["r"] = error
+
+    switcher = threading.Thread(target=switch_to_vllm)
     switcher.start()
     rest = list(stream)  # the stream keeps going on the old engine while vLLM loads
     assert [chunk.choices[0].finish_reason for chunk in rest if chunk.choices and chunk.choices[0].finish_reason] in (["length"], ["stop"])
-    switcher.join(900)
-    response = switched["r"]
+    switcher.join(ENGINE_SWITCH_TIMEOUT + 10)
+    response = switched.get("r")
+    assert isinstance(response, httpx.Response), f"the engine switch did not answer: {response!r}"
     assert response.status_code == 200, response.text
     assert response.json()["from"] == "llama_cpp" and response.json()["to"] == "vllm"
     answer = client.chat.completions.create(model="primary", messages=messages, max_tokens=4, temperature=0)
@@ -141,5 +153,5 @@ def test_switch_engine_while_a_stream_runs(registry_server, client: openai.OpenA
     engines = {model.id: model.model_extra["engine"] for model in client.models.list()}
     assert engines["primary"] == "vllm"
     assert "switch engine of primary" in audit_actions(registry_server)
-    back = admin(registry_server, "POST", "/engine", json={"engine": "llama_cpp", "model": "primary"})
+    back = admin(registry_server, "POST", "/engine", timeout=ENGINE_SWITCH_TIMEOUT, json={"engine": "llama_cpp", "model": "primary"})
     assert back.status_code == 200 and back.json()["to"] == "llama_cpp"
