@@ -28,6 +28,7 @@ from backends.base import (
 )
 from backends.gguf_to_hf import ConversionError, ensure_hf_folder
 from backends.vllm_embedder import VllmEmbedder
+from backends.vllm_environment import prepare_vllm_environment
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class VllmEngine:
         self._on_stage(message)
 
     def _import_vllm(self) -> None:
+        prepare_vllm_environment()
         try:
             from vllm import SamplingParams as VllmSamplingParams
             from vllm.engine.arg_utils import AsyncEngineArgs

@@ -26,6 +26,7 @@ def engine(**options: object) -> VllmEngine:
 
 def test_a_missing_vllm_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)  # the engine sets it; removed again after
     with pytest.raises(EngineError) as raised:
         VllmEngine(EngineConfig(model="m", context_size=512, cache_dir="/tmp"))._import_vllm()
     message = str(raised.value)
