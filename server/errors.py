@@ -1,9 +1,15 @@
-"""Every failure leaves as an OpenAI error body: {"error": {message, type, param, code}}."""
+"""Every failure leaves as the error body of the protocol the client speaks, with a real status.
+
+Each protocol registers its error format for its path prefix (`register_error_format`); OpenAI's
+`{"error": {message, type, param, code}}` is the default. Handlers, middlewares and streams all
+go through `error_response` / `error_payload`, so an error body is written once per protocol."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,21 +30,67 @@ _STATUS_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
 }
 
 
-def error_body(message: str, status: int, param: str | None = None, code: str | None = None) -> dict[str, object]:
-    return {"error": {"message": message, "type": _STATUS_TYPES.get(status, "server_error"), "param": param, "code": code}}
+@dataclass(frozen=True)
+class ErrorDetail:
+    """What went wrong, independent of the protocol that reports it."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+    error_type: str | None = None  # the OpenAI-style type; None = derived from the status
+
+    @property
+    def type(self) -> str:
+        return self.error_type or _STATUS_TYPES.get(self.status, "server_error")
 
 
-def error_response(message: str, status: int, param: str | None = None, code: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, status, param, code), status_code=status)
+ErrorRenderer = Callable[[ErrorDetail], dict[str, object]]
 
 
-def service_error_response(error: ServiceError) -> JSONResponse:
+def openai_error(detail: ErrorDetail) -> dict[str, object]:
+    return {"error": {"message": detail.message, "type": detail.type, "param": detail.param, "code": detail.code}}
+
+
+_FORMATS: list[tuple[str, ErrorRenderer]] = []
+
+
+def register_error_format(path_prefix: str, render: ErrorRenderer) -> None:
+    """Errors on paths under `path_prefix` use `render` (the longest matching prefix wins)."""
+    _FORMATS.append((path_prefix, render))
+    _FORMATS.sort(key=lambda item: len(item[0]), reverse=True)
+
+
+def error_renderer(path: str) -> ErrorRenderer:
+    for prefix, render in _FORMATS:
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/") or path.startswith(prefix):
+            return render
+    return openai_error
+
+
+def error_payload(path: str, detail: ErrorDetail) -> dict[str, object]:
+    return error_renderer(path)(detail)
+
+
+def error_response(path: str, detail: ErrorDetail, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_payload(path, detail), status_code=detail.status, headers=headers)
+
+
+def detail_of(error: ServiceError) -> ErrorDetail:
+    return ErrorDetail(error.status_code, error.message, error.param, error.code, error.error_type)
+
+
+def service_error_response(path: str, error: ServiceError) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after_seconds)} if isinstance(error, OverloadedError) else None
-    return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
+    return error_response(path, detail_of(error), headers)
 
 
 def _describe_validation(error: RequestValidationError) -> tuple[str, str | None]:
@@ -57,13 +109,13 @@ def _describe_validation(error: RequestValidationError) -> tuple[str, str | None
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
-        return service_error_response(error)
+    async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
+        return service_error_response(request.url.path, error)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         message, param = _describe_validation(error)
-        return error_response(message, 400, param)
+        return error_response(request.url.path, ErrorDetail(400, message, param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -72,9 +124,9 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"Unknown route {request.method} {request.url.path}"
         elif error.status_code == 405:
             message = f"Method {request.method} is not allowed on {request.url.path}"
-        return JSONResponse(error_body(message, error.status_code), status_code=error.status_code, headers=error.headers)
+        return error_response(request.url.path, ErrorDetail(error.status_code, message), dict(error.headers or {}))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unexpected error")
-        return error_response(f"Internal server error: {type(error).__name__}", 500)
+        return error_response(request.url.path, ErrorDetail(500, f"Internal server error: {type(error).__name__}"))

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from server.errors import error_body
+from server.errors import ErrorDetail, detail_of, openai_error
 from service.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -25,11 +25,11 @@ async def _encode(chunks: AsyncIterator[dict[str, object]]) -> AsyncIterator[byt
             yield _event(chunk)
     except ServiceError as error:
         # Headers are gone: the error travels as the last event instead of a status.
-        yield _event(error.body())
+        yield _event(openai_error(detail_of(error)))
         return
     except Exception as error:
         logger.exception("stream failed")
-        yield _event(error_body(f"Internal server error: {type(error).__name__}", 500))
+        yield _event(openai_error(ErrorDetail(500, f"Internal server error: {type(error).__name__}")))
         return
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""Errors the facade raises, each with the HTTP status and OpenAI error fields it maps to."""
+"""Errors the service raises, each with its HTTP status, an OpenAI-style type, and the parameter
+and code it concerns; each protocol renders them in its own error body (server/errors.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ class ServiceError(Exception):
         self.message = message
         self.param = param
         self.code = code
-
-    def body(self) -> dict[str, object]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
 
 
 class InvalidRequestError(ServiceError):
