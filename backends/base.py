@@ -27,8 +27,18 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repeat_penalty: float = 1.0
-    # A JSON schema the output must match (structured output / forced tool calls). None = free text.
-    json_schema: dict | None = None
+    # The output constraint as the engine compiled it (`Engine.compile_constraint`). None = free text.
+    constraint: object | None = None
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """What the output must match: a JSON schema (structured output, forced tool calls) or a
+    GBNF grammar."""
+
+    kind: Literal["json_schema", "grammar"]
+    schema: dict | None = None
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class GenerationRequest:
     sampling: SamplingParams
     # Pins a conversation to a cache slot where the engine keeps several (the OpenAI `user` field).
     cache_key: str | None = None
+    priority: int = 0  # higher first, where the engine queues
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,17 @@ class EngineInfo:
     chat_template: str | None = None
     bos_token: str = ""
     eos_token: str = ""
+    # The text of every special (control) token: only the chat template may produce these.
+    special_tokens: frozenset[str] = frozenset()
+    vocab_size: int = 0
 
 
 class EngineError(RuntimeError):
     """The engine could not start or failed while generating; the message names cause and fix."""
+
+
+class ConstraintError(EngineError):
+    """The engine cannot compile or apply this output constraint; the request is at fault."""
 
 
 class EngineOverloadedError(EngineError):
@@ -100,9 +118,19 @@ class Engine(Protocol):
 
     def info(self) -> EngineInfo: ...
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids for a rendered prompt, with BOS added as the model expects and special
-        tokens written in the text (`<start_of_turn>`) parsed as such."""
+    def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
+        """Token ids for `text`. `add_bos`: add BOS where the model expects it. `special`: parse
+        special-token text (`<start_of_turn>`) as those tokens; False tokenizes it as plain text."""
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        """The text of `token_ids` (all below `info().vocab_size`), special tokens left out."""
+
+    def compile_constraint(self, spec: ConstraintSpec) -> object:
+        """Build what `SamplingParams.constraint` carries for `spec`. Runs in a worker thread,
+        never on the decode thread; raises ConstraintError when the engine cannot use it."""
+
+    def health(self) -> str | None:
+        """None while the engine serves; otherwise why it cannot (a dead decode loop)."""
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Stream deltas. Closing the iterator early (aclose / task cancel) aborts the work in

@@ -9,21 +9,21 @@ slot (backends.prompt_cache) and are copied between slots instead of recomputed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import codecs
 import ctypes
-import json
+import itertools
 import logging
 import os
-import random
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backends.base import (
+    ConstraintSpec,
     Delta,
     EngineCapabilities,
     EngineConfig,
@@ -33,13 +33,14 @@ from backends.base import (
     GenerationRequest,
 )
 from backends.llama_cpp_embedder import LlamaCppEmbedder
+from backends.llama_cpp_sampling import CandidateScratch, CompiledGrammar, GrammarCompiler, RequestSampler
 from backends.prompt_cache import Placement, PromptCache, Slot
 
 logger = logging.getLogger(__name__)
 
 BATCH_TOKENS = 512  # tokens per llama_decode call: decode steps first, prefill fills the rest
-PENALTY_LAST_N = 64
 _FINISHED = object()
+_ORDER = itertools.count()  # arrival order, the tie-break between requests of equal priority
 
 
 @dataclass(eq=False)
@@ -52,12 +53,18 @@ class _Job:
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
     position: int = 0  # KV position of the next token fed
     next_token: int | None = None  # sampled, to be fed at the next step
-    sampler: Any = None
+    sampler: RequestSampler | None = None
+    order: int = field(default_factory=lambda: next(_ORDER))
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     generated: int = 0
     cached_tokens: int = 0
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Queue order: higher priority first, then first come."""
+        return (-self.request.priority, self.order)
 
     def send(self, item: object) -> None:
         try:
@@ -81,11 +88,14 @@ class LlamaCppEngine:
         self._add_bos = True
         self._piece_buffer = ctypes.create_string_buffer(64)
         self._embedder: LlamaCppEmbedder | None = None
+        self._grammars: GrammarCompiler | None = None
+        self._scratch: CandidateScratch | None = None
         self._cache = PromptCache(self._parallel)
-        self._waiting: deque[_Job] = deque()
+        self._waiting: list[_Job] = []  # sorted by rank
         self._running: list[_Job] = []
         self._wake = threading.Condition()
         self._stopping = False
+        self._failure: str | None = None
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -126,6 +136,8 @@ class LlamaCppEngine:
         self._batch = _internals.LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=1, verbose=False)
         self._vocab = self._model.vocab
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._grammars = GrammarCompiler(self._vocab)
+        self._scratch = CandidateScratch(self._model.n_vocab())
         metadata = self._model.metadata()
         self._info = EngineInfo(
             model_id=path.name.removesuffix(".gguf"),
@@ -135,10 +147,24 @@ class LlamaCppEngine:
             chat_template=metadata.get("tokenizer.chat_template"),
             bos_token=self._piece(self._model.token_bos(), special=True).decode("utf-8", "replace"),
             eos_token=self._piece(self._model.token_eos(), special=True).decode("utf-8", "replace"),
+            special_tokens=self._control_tokens(),
+            vocab_size=self._model.n_vocab(),
         )
         logger.info(
             "llama.cpp: %s, %d slots x %d tokens, %d threads", path.name, self._parallel, self._config.context_size, threads
         )
+
+    def _control_tokens(self) -> frozenset[str]:
+        import llama_cpp
+
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        n_tokens = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        texts = (
+            self._piece(token, special=True).decode("utf-8", "replace")
+            for token in range(n_tokens)
+            if llama_cpp.llama_vocab_get_attr(self._vocab, token) & control
+        )
+        return frozenset(text for text in texts if text)
 
     async def close(self) -> None:
         with self._wake:
@@ -153,6 +179,8 @@ class LlamaCppEngine:
         self._waiting.clear()
         if self._embedder is not None:
             self._embedder.close()
+        if self._grammars is not None:
+            self._grammars.close()
         for resource in (self._batch, self._context, self._model):
             if resource is not None:
                 resource.close()
@@ -165,8 +193,21 @@ class LlamaCppEngine:
             raise EngineError("the engine is not started")
         return self._info
 
-    def tokenize(self, text: str) -> list[int]:
-        return self._model.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True)
+    def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
+        if not text:
+            return [self._model.token_bos()] if add_bos and self._add_bos else []
+        return self._model.tokenize(text.encode("utf-8"), add_bos=add_bos and self._add_bos, special=special)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return self._model.detokenize(token_ids, special=False).decode("utf-8", "replace")
+
+    def compile_constraint(self, spec: ConstraintSpec) -> CompiledGrammar:
+        if self._grammars is None:
+            raise EngineError("the engine is not started")
+        return self._grammars.compile(spec)
+
+    def health(self) -> str | None:
+        return self._failure
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         assert self._embedder is not None
@@ -178,6 +219,8 @@ class LlamaCppEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         if self._thread is None:
             raise EngineError("the engine is not started")
+        if self._failure is not None:
+            raise EngineError(self._failure)
         job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
         with self._wake:
             # A cancelled running job still holds its slot until the decode thread's next step frees it.
@@ -188,7 +231,7 @@ class LlamaCppEngine:
                     f"(JARVIS_MAX_QUEUE={self._max_queue}); retry shortly",
                     retry_after_seconds=1,
                 )
-            self._waiting.append(job)
+            bisect.insort(self._waiting, job, key=lambda waiting: waiting.rank)
             self._wake.notify()
         try:
             while (item := await job.out.get()) is not _FINISHED:
@@ -205,42 +248,61 @@ class LlamaCppEngine:
     # ---- the decode loop (its own thread) ----------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._wake:
+                    while not self._stopping and not self._has_work():
+                        self._wake.wait()
+                    if self._stopping:
+                        return
+                    self._drop_cancelled()
+                    self._admit()
+                if self._running:
+                    try:
+                        self._step()
+                    except Exception as error:  # keep serving: fail the running requests, not the engine
+                        logger.exception("decode step failed")
+                        for job in list(self._running):
+                            job.send(EngineError(f"llama.cpp decode failed: {error}"))
+                            self._finish(job, None)
+        except BaseException as error:  # the loop itself broke: say so everywhere, never hang
+            self._failure = f"the llama.cpp decode loop stopped: {type(error).__name__}: {error}"
+            logger.critical("%s", self._failure, exc_info=True)
             with self._wake:
-                while not self._stopping and not self._has_work():
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                self._drop_cancelled()
-                self._admit()
-            if self._running:
-                try:
-                    self._step()
-                except Exception as error:  # keep serving: fail the running requests, not the engine
-                    logger.exception("decode step failed")
-                    for job in list(self._running):
-                        job.send(EngineError(f"llama.cpp decode failed: {error}"))
-                        self._finish(job, None)
+                for job in [*self._running, *self._waiting]:
+                    job.send(EngineError(self._failure))
+                self._running.clear()
+                self._waiting.clear()
 
     def _has_work(self) -> bool:
         return bool(self._running) or any(not job.cancelled for job in self._waiting)
 
     def _drop_cancelled(self) -> None:
-        self._waiting = deque(job for job in self._waiting if not job.cancelled)
+        self._waiting = [job for job in self._waiting if not job.cancelled]
         for job in [job for job in self._running if job.cancelled]:
             self._finish(job, None)
 
     def _admit(self) -> None:
         while self._waiting and self._cache.free_count():
-            job = self._waiting.popleft()
-            placement = self._cache.place(job.request.prompt_token_ids, job.request.cache_key)
-            assert placement is not None
-            self._apply(placement)
-            prompt = job.request.prompt_token_ids
-            job.slot, job.position, job.cached_tokens = placement.slot, placement.keep, placement.keep
-            job.pending = list(prompt[placement.keep :])
-            job.sampler = self._sampler(job.request)
-            self._running.append(job)
+            job = self._waiting.pop(0)
+            try:
+                self._start_job(job)
+            except Exception as error:  # one request's set-up fails that request only
+                logger.exception("request %s could not start", job.request.request_id)
+                job.send(EngineError(f"the request could not start: {error}"))
+                self._finish(job, None)
+
+    def _start_job(self, job: _Job) -> None:
+        placement = self._cache.place(job.request.prompt_token_ids, job.request.cache_key)
+        assert placement is not None
+        job.slot = placement.slot
+        self._apply(placement)
+        prompt = job.request.prompt_token_ids
+        job.position, job.cached_tokens = placement.keep, placement.keep
+        job.pending = list(prompt[placement.keep :])
+        assert self._scratch is not None
+        job.sampler = RequestSampler(job.request.sampling, self._model.n_vocab(), self._scratch)
+        self._running.append(job)
 
     def _apply(self, placement: Placement) -> None:
         import llama_cpp
@@ -252,29 +314,6 @@ class LlamaCppEngine:
             llama_cpp.llama_memory_seq_cp(memory, placement.copy_from.seq_id, seq, 0, placement.keep)
         else:
             llama_cpp.llama_memory_seq_rm(memory, seq, placement.keep, -1)
-
-    def _sampler(self, request: GenerationRequest) -> Any:
-        from llama_cpp import LlamaGrammar, _internals
-
-        sampling = request.sampling
-        sampler = _internals.LlamaSampler()
-        if sampling.json_schema is not None:
-            grammar = LlamaGrammar.from_json_schema(json.dumps(sampling.json_schema), verbose=False)
-            sampler.add_grammar(self._model, grammar)
-        if sampling.repeat_penalty != 1.0 or sampling.frequency_penalty or sampling.presence_penalty:
-            sampler.add_penalties(
-                self._model.n_vocab(), PENALTY_LAST_N, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty
-            )
-        if sampling.temperature == 0:
-            sampler.add_greedy()
-            return sampler
-        if sampling.top_k > 0:
-            sampler.add_top_k(sampling.top_k)
-        sampler.add_top_p(sampling.top_p, 1)
-        sampler.add_min_p(sampling.min_p, 1)
-        sampler.add_temp(sampling.temperature)
-        sampler.add_dist(sampling.seed if sampling.seed is not None else random.getrandbits(32))
-        return sampler
 
     def _step(self) -> None:
         """One llama_decode: a token for every generating sequence, prefill chunks in the rest."""
@@ -330,7 +369,8 @@ class LlamaCppEngine:
     def _sample(self, job: _Job, index: int) -> None:
         import llama_cpp
 
-        token = job.sampler.sample(self._context, index)  # also records the token in the chain
+        assert job.sampler is not None
+        token = job.sampler.sample(self._context.ctx, index)
         now = time.perf_counter()
         job.first_token_at = job.first_token_at or now
         prompt_tokens = len(job.request.prompt_token_ids)
@@ -375,7 +415,9 @@ class LlamaCppEngine:
                 job.request.request_id, job.slot.seq_id if job.slot else "-", len(job.request.prompt_token_ids),
                 job.cached_tokens, job.first_token_at - job.submitted_at, job.generated, job.generated / decode_seconds,
             )
-        job.sampler = None
+        if job.sampler is not None:
+            job.sampler.close()
+            job.sampler = None
 
 
 _LOG_CALLBACK: Any = None

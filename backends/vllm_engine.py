@@ -18,6 +18,8 @@ from typing import Any
 
 from backends import nvidia_gpu_present
 from backends.base import (
+    ConstraintError,
+    ConstraintSpec,
     Delta,
     EngineCapabilities,
     EngineConfig,
@@ -91,6 +93,8 @@ class VllmEngine:
             chat_template=getattr(self._tokenizer, "chat_template", None),
             bos_token=self._tokenizer.bos_token or "",
             eos_token=self._tokenizer.eos_token or "",
+            special_tokens=self._special_tokens(),
+            vocab_size=len(self._tokenizer),
         )
         logger.info(
             "vLLM: %s, context %d, up to %d sequences at once", model, self._info.context_length, self._max_num_seqs
@@ -143,11 +147,19 @@ class VllmEngine:
             # an explicit KV-cache size is what a CPU user means.
             space = options.get("cpu_kvcache_space_gb") or DEFAULT_CPU_KVCACHE_GB
             arguments["kv_cache_memory_bytes"] = int(float(space) * 2**30)  # type: ignore[arg-type]
+        # Requests carry a priority (voice before background work); vLLM serves lower values first.
+        arguments["scheduling_policy"] = "priority"
         arguments.update(overrides)
         logger.info("vLLM engine arguments: %s", json.dumps(arguments, default=str))
         return self._vllm["AsyncEngineArgs"](
             model=model, tokenizer=model, disable_log_stats=True, enable_log_requests=False, **arguments
         )
+
+    def _special_tokens(self) -> frozenset[str]:
+        decoder = getattr(self._tokenizer, "added_tokens_decoder", {}) or {}
+        texts = {token.content for token in decoder.values() if getattr(token, "special", False)}
+        texts.update(getattr(self._tokenizer, "all_special_tokens", []) or [])
+        return frozenset(text for text in texts if text)
 
     def _end_of_turn_ids(self) -> list[int]:
         vocab = self._tokenizer.get_vocab()
@@ -170,9 +182,32 @@ class VllmEngine:
             raise EngineError("the engine is not started")
         return self._info
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
         # The converted tokenizer adds BOS exactly when llama.cpp does (see gguf_to_hf).
-        return list(self._tokenizer.encode(text, add_special_tokens=True))
+        encoded = self._tokenizer(text, add_special_tokens=add_bos, split_special_tokens=not special)
+        return list(encoded["input_ids"])
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
+
+    def compile_constraint(self, spec: ConstraintSpec) -> ConstraintSpec:
+        """Check the constraint with xgrammar, vLLM's structured-output backend, so that one it
+        rejects is a 400 before the request reaches vLLM."""
+        import xgrammar
+
+        try:
+            if spec.kind == "grammar":
+                xgrammar.Grammar.from_ebnf(spec.grammar or "")
+            else:
+                xgrammar.Grammar.from_json_schema(json.dumps(spec.schema), any_whitespace=False)
+        except Exception as error:  # xgrammar raises RuntimeError / ValueError with its reason
+            raise ConstraintError(f"vLLM's structured outputs reject it: {str(error).strip()[:300]}") from None
+        return spec
+
+    def health(self) -> str | None:
+        if self._llm is not None and getattr(self._llm, "errored", False):
+            return f"the vLLM engine core died: {getattr(self._llm, 'dead_error', 'see the log')}"
+        return None
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if self._embedder is None:
@@ -188,9 +223,12 @@ class VllmEngine:
 
     def _sampling(self, sampling: SamplingParams) -> Any:
         structured = None
-        if sampling.json_schema is not None:
+        spec = sampling.constraint
+        if isinstance(spec, ConstraintSpec) and spec.kind == "grammar":
+            structured = self._vllm["StructuredOutputsParams"](grammar=spec.grammar)
+        elif isinstance(spec, ConstraintSpec):
             # Compact JSON: with free whitespace a small model can pad with newlines up to max_tokens.
-            structured = self._vllm["StructuredOutputsParams"](json=sampling.json_schema, disable_any_whitespace=True)
+            structured = self._vllm["StructuredOutputsParams"](json=spec.schema, disable_any_whitespace=True)
         return self._vllm["SamplingParams"](
             n=1,
             max_tokens=sampling.max_tokens,
@@ -213,7 +251,7 @@ class VllmEngine:
             raise EngineError("the engine is not started")
         prompt = self._vllm["TokensPrompt"](prompt_token_ids=request.prompt_token_ids)
         produced = 0
-        stream = self._llm.generate(prompt, self._sampling(request.sampling), request.request_id)
+        stream = self._llm.generate(prompt, self._sampling(request.sampling), request.request_id, priority=-request.priority)
         try:
             async for output in stream:
                 completion = output.outputs[0]
@@ -229,6 +267,10 @@ class VllmEngine:
                 )
                 if finished:
                     return
+        except ValueError as error:  # vLLM validates a request when it is added: the request's fault
+            if request.sampling.constraint is not None:
+                raise ConstraintError(f"vLLM refused it: {error}") from error
+            raise EngineError(f"vLLM refused the request: {error}") from error
         finally:
             # Closing vLLM's generator early aborts the request inside vLLM (AsyncLLM.generate
             # handles GeneratorExit and cancellation by aborting); test_live_vllm checks it.

@@ -26,17 +26,24 @@ class ChatFormat:
     # (react), or not at all (none); and the parser (chat_formats.tool_parsers) for its calls.
     tool_support: ToolSupport = "native"
     tool_parser: str = "json"
+    # Markers around a model's thinking (start, end): that text is reasoning, never content.
+    reasoning: tuple[str, str] | None = None
 
 
-def _builtin(name: str, stop: tuple[str, ...], architectures: tuple[str, ...], tool_parser: str) -> ChatFormat:
+THINK_MARKERS = ("<think>", "</think>")
+
+
+def _builtin(
+    name: str, stop: tuple[str, ...], architectures: tuple[str, ...], tool_parser: str, reasoning: tuple[str, str] | None = None
+) -> ChatFormat:
     template = (_TEMPLATE_DIR / f"{name}.jinja").read_text(encoding="utf-8")
-    return ChatFormat(name, template, stop, architectures, "native", tool_parser)
+    return ChatFormat(name, template, stop, architectures, "native", tool_parser, reasoning)
 
 
 CHAT_FORMATS: dict[str, ChatFormat] = {
     chat_format.name: chat_format
     for chat_format in (
-        _builtin("chatml", ("<|im_end|>",), ("qwen2", "qwen3", "qwen2moe", "qwen3moe", "qwen2_moe", "qwen3_moe", "phi3"), "hermes"),
+        _builtin("chatml", ("<|im_end|>",), ("qwen2", "qwen3", "qwen2moe", "qwen3moe", "qwen2_moe", "qwen3_moe", "phi3"), "hermes", THINK_MARKERS),
         _builtin("llama3", ("<|eot_id|>", "<|eom_id|>"), ("llama",), "llama3"),
         _builtin("mistral", ("</s>",), ("mistral", "mistral3"), "mistral"),
         _builtin("gemma", ("<end_of_turn>",), ("gemma", "gemma2", "gemma3", "gemma3_text"), "json"),
@@ -49,7 +56,8 @@ AUTO = "auto"
 def _from_template(name: str, template: str) -> ChatFormat:
     """A format from a template we did not write: native tools when it renders them."""
     tool_support: ToolSupport = "native" if "tools" in template else "react"
-    return ChatFormat(name, template, tool_support=tool_support, tool_parser=parser_for_template(template))
+    reasoning = THINK_MARKERS if THINK_MARKERS[0] in template else None
+    return ChatFormat(name, template, tool_support=tool_support, tool_parser=parser_for_template(template), reasoning=reasoning)
 
 
 class ChatFormatError(ValueError):

@@ -13,7 +13,9 @@ from fastapi import Depends, FastAPI
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
-from server.routes import admin, chat, completions, embeddings, health, metrics, models, tokenize
+from core.generation import GenerationCore
+from protocols.openai import routes as openai_routes
+from server.routes import admin, health, metrics
 from service.gguf_client import GGUFClient
 from service.settings import Settings, load_settings
 
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app = FastAPI(title="Jarvis LLM Proxy", version="0.1.0", lifespan=_lifespan)
     app.state.settings = settings
     app.state.client = client or GGUFClient(settings)
+    app.state.core = GenerationCore(app.state.client)
     app.state.started_at = int(time.time())
     app.state.startup_failure = None
     install_error_handlers(app)
@@ -59,6 +62,6 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(metrics.router)
     app.include_router(admin.router)
     protected = [Depends(require_api_key)]
-    for area in (chat, completions, embeddings, models, tokenize):
-        app.include_router(area.router, dependencies=protected)
+    for protocol in (openai_routes,):
+        app.include_router(protocol.router, dependencies=protected)
     return app

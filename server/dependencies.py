@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from core.generation import GenerationCore
 from service.audit import key_identity
 from service.gguf_client import GGUFClient
 from service.settings import Settings
@@ -16,11 +17,16 @@ def get_client(request: Request) -> GGUFClient:
     return request.app.state.client
 
 
+def get_core(request: Request) -> GenerationCore:
+    return request.app.state.core
+
+
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 Client = Annotated[GGUFClient, Depends(get_client)]
+Core = Annotated[GenerationCore, Depends(get_core)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 

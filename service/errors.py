@@ -21,8 +21,8 @@ class InvalidRequestError(ServiceError):
 
 
 class ContextLengthExceededError(InvalidRequestError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, param="messages", code="context_length_exceeded")
+    def __init__(self, message: str, param: str = "messages") -> None:
+        super().__init__(message, param=param, code="context_length_exceeded")
 
 
 class ModelNotFoundError(ServiceError):

@@ -59,6 +59,11 @@ class ManagedModel:
     def __post_init__(self) -> None:
         self.idle.set()
 
+    def engine_failure(self) -> str | None:
+        """Why the loaded engine can no longer serve (its decode loop died), or None."""
+        health = getattr(self.engine, "health", None)
+        return health() if callable(health) else None
+
     def status(self) -> dict[str, object]:
         stats = getattr(self.engine, "stats", None)
         return {
@@ -68,7 +73,7 @@ class ManagedModel:
             "model": self.entry.model or "(packaged gemma-3-270m)",
             "state": self.state.value,
             "stage": self.stage,
-            "failure": self.failure,
+            "failure": self.failure or (self.engine_failure() if self.state == ModelState.LOADED else None),
             "in_flight": self.in_flight,
             "load_seconds": self.load_seconds,
             "engine_stats": stats() if callable(stats) and self.state == ModelState.LOADED else None,
@@ -140,6 +145,9 @@ class ModelManager:
         while True:
             if model.state == ModelState.LOADED:
                 assert model.engine and model.info and model.chat_format
+                broken = model.engine_failure()
+                if broken is not None:
+                    raise ModelNotReadyError(f"{model.entry.alias} cannot serve: {broken}")
                 model.in_flight += 1
                 model.idle.clear()
                 return Lease(model, model.engine, model.info, model.chat_format)

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         description="How tools reach the model: auto (as the chat format does), native (the template "
         "renders them), react (a ReAct text protocol), none (tools dropped with a warning).",
     )
+    reasoning_field: Literal["reasoning_content", "reasoning", "none"] = Field(
+        "reasoning_content",
+        description="Where a model's thinking goes on OpenAI chat: reasoning_content, reasoning, or "
+        "none (dropped). It never goes to content.",
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
     context_size: int = Field(
@@ -152,6 +157,11 @@ class Settings(BaseSettings):
         prefix = "vllm_"
         options = {name[len(prefix) :]: getattr(self, name) for name in type(self).model_fields if name.startswith(prefix)}
         return {name: value for name, value in options.items() if value is not None}
+
+    @property
+    def reasoning_output(self) -> str | None:
+        """The chat field thinking goes to, or None when it is dropped."""
+        return None if self.reasoning_field == "none" else self.reasoning_field
 
     @property
     def audit_log_path(self) -> Path:

@@ -8,7 +8,19 @@ import hashlib
 import math
 from collections.abc import AsyncIterator, Sequence
 
-from backends.base import Delta, EngineCapabilities, EngineError, EngineInfo, EngineOverloadedError, GenerationRequest
+from backends.base import (
+    ConstraintError,
+    ConstraintSpec,
+    Delta,
+    EngineCapabilities,
+    EngineError,
+    EngineInfo,
+    EngineOverloadedError,
+    GenerationRequest,
+)
+
+# Special tokens the fake vocabulary has: with special parsing, each is one id from 1000 up.
+SPECIAL_TOKENS = ("<start_of_turn>", "<end_of_turn>")
 
 
 class FakeEngine:
@@ -22,6 +34,8 @@ class FakeEngine:
             capabilities=EngineCapabilities(grammar=True, embeddings=True),
             chat_template=chat_template,
             eos_token="</s>",
+            special_tokens=frozenset(SPECIAL_TOKENS),
+            vocab_size=2000,
         )
         self.scripts: list[Sequence[str] | BaseException] = []
         self.requests: list[GenerationRequest] = []
@@ -31,6 +45,8 @@ class FakeEngine:
         self.started = False
         self.delay = 0.0
         self.active = 0
+        self.failure: str | None = None
+        self.compiled: list[ConstraintSpec] = []
 
     def queue(self, *pieces: str) -> None:
         """The next generation yields these pieces, then finishes."""
@@ -63,9 +79,34 @@ class FakeEngine:
     def info(self) -> EngineInfo:
         return self._info
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
+        """One token per byte keeps the arithmetic obvious; with `special`, each special token's
+        text is one id. No BOS."""
         self.prompts.append(text)
-        return list(text.encode("utf-8"))  # one token per byte keeps the arithmetic obvious
+        ids: list[int] = []
+        position = 0
+        while position < len(text):
+            match = next((token for token in SPECIAL_TOKENS if special and text.startswith(token, position)), None)
+            if match is not None:
+                ids.append(1000 + SPECIAL_TOKENS.index(match))
+                position += len(match)
+            else:
+                ids.extend(text[position].encode("utf-8"))
+                position += 1
+        return ids
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return bytes(token for token in token_ids if token < 256).decode("utf-8", "replace")
+
+    def compile_constraint(self, spec: ConstraintSpec) -> ConstraintSpec:
+        """The spec itself is what reaches generate(); a schema with "x-uncompilable" fails."""
+        if spec.schema and "x-uncompilable" in spec.schema:
+            raise ConstraintError("the fake engine cannot compile this")
+        self.compiled.append(spec)
+        return spec
+
+    def health(self) -> str | None:
+        return self.failure
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         self.requests.append(request)

@@ -220,7 +220,7 @@ async def test_prompt_over_the_context_gets_400_with_both_numbers(app_factory, f
         long = chat_body(messages=[{"role": "user", "content": "x" * 200}])
         error = assert_error(await client.post(CHAT, json=long), 400, says="64 tokens")
         assert error["code"] == "context_length_exceeded"
-        assert str(len(fake_engine.prompts[-1].encode())) in error["message"]
+        assert str(len(fake_engine.tokenize(fake_engine.prompts[-1]))) in error["message"]
         streamed = await client.post(CHAT, json={**long, "stream": True})
         assert_error(streamed, 400, says="64 tokens")  # a real status, not a 200 stream
         fits_but_asks_too_much = chat_body(max_tokens=60)

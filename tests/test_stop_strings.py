@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.stop_strings import StopStringMatcher
+from core.stop_strings import StopStringMatcher
 
 
 def run(stops: list[str], pieces: list[str]) -> tuple[str, bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat_formats.tool_parsers import TOOL_PARSERS, ParsedCall, parser_for_template
-from service.tool_stream import ToolCallDetector
+from core.tool_stream import ToolCallDetector
 
 LIGHT = ParsedCall("HassTurnOn", {"name": "kitchen light"})
 CONTEXT = ParsedCall("GetLiveContext", {})

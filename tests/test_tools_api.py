@@ -32,7 +32,7 @@ def body(**fields: object) -> dict[str, object]:
 async def test_required_constrains_decoding_to_a_call_of_a_listed_tool(api, fake_engine) -> None:
     fake_engine.queue('{"name": "HassTurnOn", "arguments": {"name": "kitchen"}}')
     data = (await api.post(CHAT, json=body(tool_choice="required"))).json()
-    schema = fake_engine.requests[-1].sampling.json_schema
+    schema = fake_engine.requests[-1].sampling.constraint.schema
     assert {option["properties"]["name"]["const"] for option in schema["anyOf"]} == {"HassTurnOn", "GetLiveContext"}
     choice = data["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -46,7 +46,7 @@ async def test_named_tool_choice_constrains_to_that_tool(api, fake_engine) -> No
     fake_engine.queue('{"name": "GetLiveContext", "arguments": {}}')
     choice = {"type": "function", "function": {"name": "GetLiveContext"}}
     data = (await api.post(CHAT, json=body(tool_choice=choice))).json()
-    schema = fake_engine.requests[-1].sampling.json_schema
+    schema = fake_engine.requests[-1].sampling.constraint.schema
     assert schema["properties"]["name"] == {"const": "GetLiveContext"}
     assert schema["properties"]["arguments"]["additionalProperties"] is False
     assert data["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == "{}"
@@ -85,7 +85,7 @@ async def test_auto_with_a_text_answer_is_just_text(api, fake_engine) -> None:
     data = (await api.post(CHAT, json=body())).json()
     assert data["choices"][0]["message"] == {"role": "assistant", "content": "The light is on."}
     assert data["choices"][0]["finish_reason"] == "stop"
-    assert fake_engine.requests[-1].sampling.json_schema is None
+    assert fake_engine.requests[-1].sampling.constraint is None
     assert '"name": "HassTurnOn"' in fake_engine.prompts[-1]
 
 
@@ -156,13 +156,13 @@ async def test_legacy_functions_are_tools(api, fake_engine) -> None:
 
 async def test_json_object_and_json_schema_constrain_decoding(api, fake_engine) -> None:
     await api.post(CHAT, json=body(tools=None, response_format={"type": "json_object"}))
-    assert fake_engine.requests[-1].sampling.json_schema == {"type": "object"}
+    assert fake_engine.requests[-1].sampling.constraint.schema == {"type": "object"}
     schema = {"type": "object", "properties": {"room": {"type": "string"}, "size": {"type": "object", "properties": {"m2": {"type": "number"}}}}}
     await api.post(CHAT, json=body(tools=None, response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}))
-    assert fake_engine.requests[-1].sampling.json_schema == schema
+    assert fake_engine.requests[-1].sampling.constraint.schema == schema
     strict = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema, "strict": True}}
     await api.post(CHAT, json=body(tools=None, response_format=strict))
-    closed = fake_engine.requests[-1].sampling.json_schema
+    closed = fake_engine.requests[-1].sampling.constraint.schema
     assert closed["additionalProperties"] is False
     assert closed["properties"]["size"]["additionalProperties"] is False
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from backends import vllm_engine
-from backends.base import EngineConfig, EngineError, SamplingParams
+from backends.base import ConstraintSpec, EngineConfig, EngineError, SamplingParams
 from backends.vllm_engine import VllmEngine
 
 
@@ -59,7 +59,7 @@ def test_on_a_gpu_the_kv_cache_follows_gpu_memory_utilization(monkeypatch: pytes
 def test_sampling_maps_one_for_one() -> None:
     sampling = SamplingParams(
         max_tokens=7, temperature=0, top_p=0.9, top_k=40, min_p=0.05, seed=3, presence_penalty=0.5,
-        frequency_penalty=0.25, repeat_penalty=1.1, json_schema={"type": "object"},
+        frequency_penalty=0.25, repeat_penalty=1.1, constraint=ConstraintSpec("json_schema", {"type": "object"}),
     )
     mapped = engine()._sampling(sampling)
     assert mapped["max_tokens"] == 7 and mapped["temperature"] == 0 and mapped["n"] == 1
@@ -68,6 +68,8 @@ def test_sampling_maps_one_for_one() -> None:
     assert mapped["stop_token_ids"] == [1, 106]
     assert mapped["output_kind"] == "delta"
     assert mapped["structured_outputs"]["json"] == {"type": "object"}
+    grammar = SamplingParams(max_tokens=1, constraint=ConstraintSpec("grammar", grammar='root ::= "yes"'))
+    assert engine()._sampling(grammar)["structured_outputs"]["grammar"] == 'root ::= "yes"'
 
 
 def test_overrides_win_over_the_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,6 @@ async def health(client: Client) -> JSONResponse:
     """200 once the model is loaded; 503 with the current stage (or the failure) before that."""
     if client.ready:
         return JSONResponse({"status": "ok", "engine": client.engine_name, "model": client.model_ids()[0]})
-    stage = client.loading_stage
+    stage = "failed" if client.failure else client.loading_stage
     reason = client.failure or stage
     return JSONResponse({"status": "unavailable", "stage": stage, "reason": reason}, status_code=503)

@@ -5,7 +5,7 @@ returned as text, never an error."""
 from __future__ import annotations
 
 from chat_formats.tool_parsers import ParsedOutput, ToolCallParser
-from service.stop_strings import first_match, partial_suffix_length
+from core.stop_strings import first_match, partial_suffix_length
 
 
 class ToolCallDetector:

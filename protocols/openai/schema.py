@@ -1,5 +1,6 @@
-"""OpenAI request models. Tolerant: fields we do not use are accepted and reported by
-`unknown_fields()` so the facade can log them; fields we do use are validated strictly."""
+"""OpenAI request models (chat, completions, embeddings, /tokenize). Tolerant: fields we do not
+use are accepted and reported by `unknown_fields()` so the adapter can log them; fields we do use
+are validated strictly."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ChatMessage(_Tolerant):
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+    function_call: dict[str, Any] | None = None  # legacy: an assistant's call, answered by role function
 
     def text(self) -> str:
         if self.content is None:
@@ -96,6 +98,7 @@ class SamplingFields(_Tolerant):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    priority: int | None = None  # higher is served first (voice before background work)
 
     @field_validator("stop")
     @classmethod
@@ -124,6 +127,7 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    grammar: str | None = None  # llama.cpp server's GBNF field
     # Legacy function calling, mapped onto tools.
     functions: list[FunctionDefinition] | None = None
     function_call: Literal["none", "auto"] | FunctionName | None = None
@@ -146,14 +150,24 @@ class CompletionRequest(SamplingFields):
         return self.max_tokens
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
 class EmbeddingRequest(_Tolerant):
+    """`input`: a string, a list of strings, a list of token ids, or a list of such lists."""
+
     model: str | None = None
-    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str] | list[list[int]]:
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and isinstance(value[0], int):
+            return [list(value)]  # type: ignore[arg-type]
+        return list(value)  # type: ignore[arg-type]
 
 
 class TokenizeRequest(_Tolerant):

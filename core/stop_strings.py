@@ -28,6 +28,7 @@ class StopStringMatcher:
         self._stops = [stop for stop in stops if stop]
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, text: str) -> str:
         """Take new text; return what is safe to send now. Sets `stopped` when a stop matched."""
@@ -37,6 +38,7 @@ class StopStringMatcher:
         index = first_match(self._pending, self._stops)
         if index >= 0:
             self.stopped = True
+            self.matched = min((stop for stop in self._stops if self._pending.find(stop) == index), key=len)
             safe, self._pending = self._pending[:index], ""
             return safe
         keep = len(self._pending) - partial_suffix_length(self._pending, self._stops)

@@ -1,0 +1,206 @@
+"""Sampling for the llama.cpp engine: a sampler chain per request, and output constraints.
+
+Constraints are GBNF grammars, compiled outside the decode thread (`GrammarCompiler.compile`, in a
+worker thread before the request is admitted) and cached: the same tools come with every Home
+Assistant request. A request gets a clone of the compiled grammar, so nothing a request carries can
+fail inside the decode loop.
+
+Sampling with a grammar is lazy, as llama.cpp's own common sampler does it: the token is sampled
+without the grammar, then only that token is checked against it; the grammar is applied to the
+whole vocabulary only when the token is rejected. Applying a grammar to a 262k-token vocabulary
+at every step is what made constrained decoding slow."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from backends.base import ConstraintError, ConstraintSpec, SamplingParams
+
+PENALTY_LAST_N = 64
+GRAMMAR_CACHE_SIZE = 32
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledGrammar:
+    """A parsed grammar; requests sample with clones of `prototype`, which is never used itself."""
+
+    gbnf: str
+    prototype: Any  # llama_sampler_p
+
+
+class GrammarCompiler:
+    """JSON schemas and GBNF text to parsed llama.cpp grammars, with an LRU cache. Thread-safe."""
+
+    def __init__(self, vocab: Any, capacity: int = GRAMMAR_CACHE_SIZE) -> None:
+        self._vocab = vocab
+        self._capacity = capacity
+        self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def compile(self, spec: ConstraintSpec) -> CompiledGrammar:
+        gbnf = (spec.grammar or "") if spec.kind == "grammar" else _schema_to_gbnf(spec.schema or {})
+        with self._lock:
+            cached = self._cache.get(gbnf)
+            if cached is not None:
+                self._cache.move_to_end(gbnf)
+                return cached
+        compiled = CompiledGrammar(gbnf, self._parse(gbnf, spec.kind))
+        with self._lock:
+            self._cache[gbnf] = compiled
+            while len(self._cache) > self._capacity:
+                _, evicted = self._cache.popitem(last=False)
+                _free(evicted.prototype)
+        return compiled
+
+    def _parse(self, gbnf: str, kind: str) -> Any:
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode("utf-8"), b"root")
+        if not sampler:  # llama.cpp returns NULL for a grammar it rejects; never add that to a chain
+            what = "the grammar does not parse as GBNF with a 'root' rule" if kind == "grammar" else (
+                "llama.cpp rejects the grammar built from this schema (an empty enum, or bounds too large to expand?)"
+            )
+            raise ConstraintError(what)
+        return sampler
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def close(self) -> None:
+        with self._lock:
+            for compiled in self._cache.values():
+                _free(compiled.prototype)
+            self._cache.clear()
+
+
+def _schema_to_gbnf(schema: dict) -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except RecursionError:
+        raise ConstraintError("the schema nests too deeply to turn into a grammar") from None
+    except Exception as error:  # the converter raises AssertionError, ValueError, KeyError, AttributeError ...
+        raise ConstraintError(f"llama.cpp cannot turn this schema into a grammar: {_reason(error)}") from None
+
+
+def _reason(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    if isinstance(error, AttributeError) and "'bool'" in text:
+        return "boolean subschemas (true/false) are not supported"
+    return text[:300]
+
+
+def _free(sampler: Any) -> None:
+    import llama_cpp
+
+    if sampler:
+        llama_cpp.llama_sampler_free(sampler)
+
+
+class RequestSampler:
+    """The sampler of one request: its chain, and a clone of its grammar if it has one.
+    Used only on the decode thread."""
+
+    def __init__(self, sampling: SamplingParams, n_vocab: int, scratch: CandidateScratch) -> None:
+        import llama_cpp
+
+        self._llama = llama_cpp
+        self._scratch = scratch
+        self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = lambda sampler: llama_cpp.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
+        if sampling.repeat_penalty != 1.0 or sampling.frequency_penalty or sampling.presence_penalty:
+            add(llama_cpp.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty
+            ))
+        if sampling.temperature == 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            if sampling.top_k > 0:
+                add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+            add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
+            seed = sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        constraint = sampling.constraint
+        self._grammar = llama_cpp.llama_sampler_clone(constraint.prototype) if isinstance(constraint, CompiledGrammar) else None
+        self._single = llama_cpp.llama_token_data_array(
+            data=(llama_cpp.llama_token_data * 1)(), size=1, selected=-1, sorted=False
+        )
+        self.full_applications = 0  # times the grammar had to be applied to the whole vocabulary
+
+    def sample(self, ctx: Any, index: int) -> int:
+        llama = self._llama
+        token = llama.llama_sampler_sample(self._chain, ctx, index)
+        if self._grammar is not None:
+            if not self._allowed(token):
+                token = self._resample(ctx, index)
+            llama.llama_sampler_accept(self._grammar, token)
+        return token
+
+    def _allowed(self, token: int) -> bool:
+        entry = self._single.data[0]
+        entry.id, entry.logit, entry.p = token, 1.0, 0.0
+        self._single.selected = -1
+        self._llama.llama_sampler_apply(self._grammar, ctypes.byref(self._single))
+        return not math.isinf(self._single.data[0].logit)
+
+    def _resample(self, ctx: Any, index: int) -> int:
+        """The grammar over the whole vocabulary, then the chain, as without the lazy check."""
+        llama = self._llama
+        self.full_applications += 1
+        candidates = self._scratch.get()
+        logits = llama.llama_get_logits_ith(ctx, index)
+        candidates.fill(logits)
+        llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates.array))
+        llama.llama_sampler_apply(self._chain, ctypes.byref(candidates.array))
+        return int(candidates.array.data[candidates.array.selected].id)
+
+    def close(self) -> None:
+        for sampler in (self._chain, self._grammar):
+            _free(sampler)
+        self._chain = self._grammar = None
+
+
+class _Candidates:
+    """A llama_token_data_array over the whole vocabulary, filled from logits with numpy."""
+
+    def __init__(self, n_vocab: int) -> None:
+        import llama_cpp
+        import numpy
+
+        self._numpy = numpy
+        self.n_vocab = n_vocab
+        self._data = (llama_cpp.llama_token_data * n_vocab)()
+        self._view = numpy.ctypeslib.as_array(self._data).view(
+            numpy.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        ).reshape(n_vocab)
+        self._ids = numpy.arange(n_vocab, dtype=numpy.int32)
+        self.array = llama_cpp.llama_token_data_array(data=self._data, size=n_vocab, selected=-1, sorted=False)
+
+    def fill(self, logits: Any) -> None:
+        self._view["id"] = self._ids
+        self._view["logit"] = self._numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        self._view["p"] = 0.0
+        self.array.size, self.array.selected, self.array.sorted = self.n_vocab, -1, False
+
+
+class CandidateScratch:
+    """The whole-vocabulary candidate array of one engine, made on first need and reused: only
+    that engine's decode thread samples."""
+
+    def __init__(self, n_vocab: int) -> None:
+        self._n_vocab = n_vocab
+        self._candidates: _Candidates | None = None
+
+    def get(self) -> _Candidates:
+        if self._candidates is None:
+            self._candidates = _Candidates(self._n_vocab)
+        return self._candidates

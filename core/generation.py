@@ -1,0 +1,441 @@
+"""The generation core: one implementation, for every protocol, of what turns a request into text.
+
+`GenerationCore.start(request)` leases the model, renders and tokenizes the prompt (off the event
+loop), checks it against the context, compiles the output constraint, and runs the engine up to
+its first event, so that every error known before the first token is raised here, before an
+adapter sends anything. The `Generation` it returns yields internal events: text, reasoning, tool
+calls, and one `Finish` with the usage. Stop strings, reasoning markers, tool-call detection and
+metrics are applied here once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from backends.base import (
+    ConstraintError,
+    ConstraintSpec,
+    EngineError,
+    EngineOverloadedError,
+    GenerationRequest,
+    SamplingParams,
+)
+from chat_formats import TemplateRenderError, render_prompt
+from chat_formats.registry import ToolSupport
+from core.prompt import guard_for, protect
+from core.reasoning import ReasoningSplitter
+from core.schemas import check_grammar
+from core.stop_strings import StopStringMatcher
+from core.tool_stream import ToolCallDetector
+from core.tools import ToolPlan, plan_tools, react_messages
+from core.types import (
+    Completion,
+    Event,
+    Finish,
+    GenerationInput,
+    Message,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    Usage,
+)
+from service.errors import (
+    ContextLengthExceededError,
+    GenerationFailedError,
+    InvalidRequestError,
+    ModelNotReadyError,
+    OverloadedError,
+)
+from service.model_manager import Lease
+
+if TYPE_CHECKING:
+    from service.gguf_client import GGUFClient
+
+logger = logging.getLogger(__name__)
+
+# llama.cpp's server defaults, used where a request leaves a field out.
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_K = 40
+DEFAULT_MIN_P = 0.05
+
+CONSTRAINT_COMPILE_TIMEOUT_SECONDS = 10.0
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    lease: Lease
+    request: GenerationInput
+    engine_request: GenerationRequest
+    prompt: str
+    plan: ToolPlan
+    stops: tuple[str, ...]  # the client's
+    format_stops: tuple[str, ...]  # the chat format's end-of-turn text
+    load_seconds: float
+
+    @property
+    def request_id(self) -> str:
+        return self.engine_request.request_id
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.engine_request.prompt_token_ids)
+
+
+class Generation:
+    """A started generation. Iterate it for events; closing it (or leaving `async with`) aborts
+    the engine's work and releases the model."""
+
+    def __init__(self, prepared: Prepared, events: AsyncIterator[Event]) -> None:
+        self.prepared = prepared
+        self.id = prepared.request_id
+        self.model = prepared.lease.model.entry.alias
+        self.created = int(time.time())
+        self._events = events
+        self._first: Event | None = None
+        self._closed = False
+
+    async def _begin(self) -> None:
+        self._first = await anext(self._events)  # type: ignore[call-overload]
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield first
+            async for event in self._events:
+                yield event
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._events.aclose()  # type: ignore[attr-defined]
+        finally:
+            self.prepared.lease.release()
+
+    async def __aenter__(self) -> Generation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def collect(self) -> Completion:
+        text: list[str] = []
+        reasoning: list[str] = []
+        calls: list[ToolCall] = []
+        finish: Finish | None = None
+        async for event in self:
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                reasoning.append(event.text)
+            elif isinstance(event, ToolCallEvent):
+                calls.append(event.call)
+            else:
+                finish = event
+        if finish is None:
+            raise GenerationFailedError("the engine ended the generation without a finish reason")
+        return Completion("".join(text), "".join(reasoning), tuple(calls), finish)
+
+
+class GenerationCore:
+    def __init__(self, client: GGUFClient) -> None:
+        self._client = client
+
+    # ---- entry points -------------------------------------------------------------------------
+
+    async def start(self, request: GenerationInput) -> Generation:
+        """Prepare and start a generation, up to its first event."""
+        lease, load_seconds = await self.acquire(request.model)
+        try:
+            prepared = await self._prepare(lease, request, load_seconds)
+        except BaseException:
+            lease.release()
+            raise
+        generation = Generation(prepared, self._run(prepared))
+        try:
+            await generation._begin()
+        except BaseException:
+            await generation.aclose()
+            raise
+        return generation
+
+    async def acquire(self, model: str | None) -> tuple[Lease, float]:
+        """A lease on the model a request names, and the seconds spent waiting for it to load."""
+        client = self._client
+        if not client.ready:
+            raise ModelNotReadyError(client.failure or client.loading_stage)
+        started = time.perf_counter()
+        lease = await client.models.acquire(model)
+        waited = time.perf_counter() - started
+        return lease, waited if waited > 0.05 else 0.0
+
+    async def render(self, request: GenerationInput) -> tuple[str, list[int], int]:
+        """The prompt text and token ids a request gives, and the model's context (/tokenize)."""
+        lease, _ = await self.acquire(request.model)
+        try:
+            prompt, ids, _plan = await asyncio.to_thread(self._render, lease, request)
+            return prompt, ids, lease.info.context_length
+        finally:
+            lease.release()
+
+    # ---- preparation (off the event loop) ----------------------------------------------------
+
+    async def _prepare(self, lease: Lease, request: GenerationInput, load_seconds: float) -> Prepared:
+        prompt, ids, plan = await asyncio.to_thread(self._render, lease, request)
+        max_tokens = self._max_tokens(lease, request, len(ids))
+        constraint = await self._compile(lease, request, plan)
+        sampling = _sampling(request, max_tokens, constraint)
+        request_id = f"gen-{uuid.uuid4().hex}"
+        engine_request = GenerationRequest(request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority)
+        format_stops = lease.chat_format.stop if request.messages else ()
+        return Prepared(lease, request, engine_request, prompt, plan, request.stop, format_stops, load_seconds)
+
+    def _render(self, lease: Lease, request: GenerationInput) -> tuple[str, list[int], ToolPlan]:
+        plan = plan_tools(request, lease.chat_format, self._tool_support(lease))
+        guard = guard_for(lease.info.special_tokens)
+        if request.messages:
+            messages = protect(guard, template_messages(request.messages))
+            tools = protect(guard, plan.template_tools) if plan.template_tools else None
+            if plan.react and plan.react_tools:
+                messages = react_messages(messages, protect(guard, plan.react_tools))
+            try:
+                prompt = render_prompt(lease.chat_format, messages, tools=tools, eos_token=lease.info.eos_token)
+            except TemplateRenderError as error:
+                raise InvalidRequestError(str(error), param=request.names.messages) from error
+            except RecursionError:
+                raise InvalidRequestError("the messages nest too deeply to render", param=request.names.messages) from None
+        else:
+            prompt = request.prompt or ""
+        _check_text(prompt, request.names.messages if request.messages else "prompt")
+        ids = guard.tokenize(prompt, lease.engine.tokenize)
+        return guard.restore(prompt), ids, plan
+
+    def _max_tokens(self, lease: Lease, request: GenerationInput, prompt_tokens: int) -> int:
+        context = lease.info.context_length
+        if prompt_tokens >= context:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {context} tokens, but the prompt is "
+                f"{prompt_tokens} tokens. Shorten the messages or raise the model's context size.",
+                param=request.names.messages,
+            )
+        if request.max_tokens is None:
+            default = lease.model.entry.max_tokens or self._client.settings.max_tokens
+            return min(default, context - prompt_tokens)
+        if prompt_tokens + request.max_tokens > context:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {context} tokens, but the prompt is "
+                f"{prompt_tokens} tokens and {request.names.max_tokens} asks for {request.max_tokens} more "
+                f"({prompt_tokens + request.max_tokens} in all). Lower {request.names.max_tokens} or shorten the messages.",
+                param=request.names.max_tokens,
+            )
+        return request.max_tokens
+
+    async def _compile(self, lease: Lease, request: GenerationInput, plan: ToolPlan) -> object | None:
+        """The engine's compiled form of the constraint, built in a worker thread with a time bound.
+        A constraint the engine cannot compile is a 400 naming the field."""
+        constraint = plan.constraint
+        if constraint is None:
+            return None
+        names = request.names
+        param = names.grammar if constraint.kind == "grammar" else names.tool_choice if plan.forced else names.output
+        if not lease.info.capabilities.grammar:
+            raise InvalidRequestError(
+                f"the {lease.engine.name} engine cannot constrain output, which {param} needs", param=param
+            )
+        if constraint.kind == "grammar":
+            check_grammar(constraint.grammar or "", param)
+        spec = ConstraintSpec(constraint.kind, constraint.schema, constraint.grammar)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(lease.engine.compile_constraint, spec), CONSTRAINT_COMPILE_TIMEOUT_SECONDS)
+        except ConstraintError as error:
+            raise InvalidRequestError(f"{param} cannot be used: {error}", param=param) from None
+        except TimeoutError:
+            raise InvalidRequestError(
+                f"{param} is too complex: compiling it took more than {CONSTRAINT_COMPILE_TIMEOUT_SECONDS:.0f} s", param=param
+            ) from None
+
+    def _tool_support(self, lease: Lease) -> ToolSupport:
+        setting = lease.model.entry.tool_support
+        return lease.chat_format.tool_support if setting == "auto" else setting
+
+    # ---- running -------------------------------------------------------------------------------
+
+    async def _run(self, prepared: Prepared) -> AsyncIterator[Event]:
+        plan = prepared.plan
+        stops = StopStringMatcher((*prepared.stops, *prepared.format_stops))
+        markers = prepared.lease.chat_format.reasoning if prepared.request.messages else None
+        splitter = ReasoningSplitter(*markers) if markers else None
+        detector = ToolCallDetector(plan.parser, plan.forced) if plan.parser else None
+        deltas = prepared.lease.engine.generate(prepared.engine_request)
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        try:
+            async for delta in deltas:
+                first_token_at = first_token_at or time.perf_counter()
+                text = stops.feed(delta.text)
+                finished = stops.stopped or delta.finish_reason is not None
+                for event in _split(text + (stops.flush() if finished else ""), splitter, detector, finished):
+                    yield event
+                if not finished:
+                    continue
+                now = time.perf_counter()
+                usage = Usage(
+                    prompt_tokens=prepared.prompt_tokens,
+                    completion_tokens=delta.completion_tokens,
+                    cached_tokens=delta.cached_tokens,
+                    prompt_seconds=first_token_at - started,
+                    generation_seconds=now - first_token_at,
+                    load_seconds=prepared.load_seconds,
+                )
+                self._client.metrics.observe_generation(
+                    prepared.lease.model.entry.alias, usage.prompt_seconds, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+                )
+                _log_finished(prepared, usage)
+                reason = "stop" if stops.stopped else delta.finish_reason
+                if detector is not None:
+                    for event in _tool_events(detector, plan, reason == "length"):
+                        if isinstance(event, ToolCallEvent) and reason != "length":
+                            reason = "tool_calls"
+                        yield event
+                matched = stops.matched if stops.matched in prepared.stops else None
+                yield Finish(reason, usage, matched)  # type: ignore[arg-type]
+                return
+        except EngineOverloadedError as error:
+            raise OverloadedError(str(error), error.retry_after_seconds) from error
+        except ConstraintError as error:
+            raise InvalidRequestError(f"the output constraint cannot be used: {error}", param=prepared.request.names.output) from error
+        except EngineError as error:
+            logger.exception("generation %s failed", prepared.request_id)
+            raise GenerationFailedError(f"generation failed: {error}") from error
+        finally:
+            await deltas.aclose()  # type: ignore[attr-defined]
+        raise GenerationFailedError("the engine ended the generation without a finish reason")
+
+
+def _split(text: str, splitter: ReasoningSplitter | None, detector: ToolCallDetector | None, final: bool) -> list[Event]:
+    """Text after stop strings, split into reasoning and content; content a call holds back is not sent."""
+    reasoning, content = splitter.feed(text) if splitter else ("", text)
+    if final and splitter is not None:
+        more_reasoning, more_content = splitter.flush()
+        reasoning, content = reasoning + more_reasoning, content + more_content
+    events: list[Event] = []
+    if reasoning:
+        events.append(ReasoningDelta(reasoning))
+    if detector is not None:
+        content = detector.feed(content)
+    if content:
+        events.append(TextDelta(content))
+    return events
+
+
+def _tool_events(detector: ToolCallDetector, plan: ToolPlan, cut: bool) -> list[Event]:
+    rest, parsed = detector.finish()
+    if parsed is not None:
+        events: list[Event] = [TextDelta(parsed.content)] if parsed.content else []
+        for index, call in enumerate(parsed.calls):
+            arguments_json = json.dumps(call.arguments, ensure_ascii=False)
+            events.append(ToolCallEvent(index, ToolCall(new_call_id(), call.name, call.arguments, arguments_json)))
+        return events
+    if plan.forced and cut:
+        # A forced call cut by max_tokens is still a call: its partial arguments, never raw JSON as text.
+        partial = partial_forced_call(rest, plan)
+        return [ToolCallEvent(0, partial)] if partial else []
+    return [TextDelta(rest)] if rest else []
+
+
+_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)("?)')
+_ARGUMENTS = re.compile(r'"arguments"\s*:\s*')
+
+
+def partial_forced_call(text: str, plan: ToolPlan) -> ToolCall | None:
+    """The call a forced answer cut short was writing: its name, and its arguments as far as written."""
+    schema = plan.constraint.schema if plan.constraint else None
+    options = schema.get("anyOf", [schema]) if isinstance(schema, dict) else []
+    names = [option["properties"]["name"]["const"] for option in options if isinstance(option, dict)]
+    match = _NAME.search(text)
+    written = match.group(1) if match else ""
+    candidates = [name for name in names if name == written] or [name for name in names if name.startswith(written)]
+    if len(candidates) != 1:
+        return None
+    arguments = _ARGUMENTS.search(text)
+    arguments_json = text[arguments.end() :] if arguments else ""
+    return ToolCall(new_call_id(), candidates[0], {}, arguments_json, complete=False)
+
+
+def template_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Messages as templates expect them: text content, call arguments as objects, and tool
+    results carrying the name of the call they answer."""
+    call_names: dict[str, str] = {}
+    rendered = []
+    for message in messages:
+        entry: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.name is not None:
+            entry["name"] = message.name
+        if message.tool_calls:
+            entry["tool_calls"] = [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call in message.tool_calls
+            ]
+            call_names.update({call.id: call.name for call in message.tool_calls if call.id})
+        if message.role == "tool":
+            entry["tool_call_id"] = message.tool_call_id
+            entry.setdefault("name", call_names.get(message.tool_call_id or "", ""))
+        rendered.append(entry)
+    return rendered
+
+
+def _check_text(text: str, param: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidRequestError(
+            f"the text contains a lone UTF-16 surrogate ({text[error.start]!r} at character {error.start} of the "
+            "prompt); send valid Unicode",
+            param=param,
+        ) from None
+
+
+def _sampling(request: GenerationInput, max_tokens: int, constraint: object | None) -> SamplingParams:
+    fields = request.sampling
+
+    def pick(value: float | int | None, default: float | int) -> float | int:
+        return default if value is None else value
+
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=pick(fields.temperature, DEFAULT_TEMPERATURE),
+        top_p=pick(fields.top_p, DEFAULT_TOP_P),
+        top_k=int(pick(fields.top_k, DEFAULT_TOP_K)),
+        min_p=pick(fields.min_p, DEFAULT_MIN_P),
+        seed=fields.seed,
+        presence_penalty=pick(fields.presence_penalty, 0.0),
+        frequency_penalty=pick(fields.frequency_penalty, 0.0),
+        repeat_penalty=pick(fields.repeat_penalty, 1.0),
+        constraint=constraint,
+    )
+
+
+def _log_finished(prepared: Prepared, usage: Usage) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "%s: %d prompt tokens (%d cached), %d generated, ttft %.3f s, %.1f tokens/s",
+            prepared.request_id, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens,
+            usage.prompt_seconds, max(usage.completion_tokens - 1, 0) / max(usage.generation_seconds, 1e-9),
+        )
