@@ -65,13 +65,14 @@ _FORMATS: list[tuple[str, ErrorRenderer]] = []
 
 def register_error_format(path_prefix: str, render: ErrorRenderer) -> None:
     """Errors on paths under `path_prefix` use `render` (the longest matching prefix wins)."""
+    _FORMATS[:] = [(prefix, existing) for prefix, existing in _FORMATS if prefix != path_prefix]
     _FORMATS.append((path_prefix, render))
     _FORMATS.sort(key=lambda item: len(item[0]), reverse=True)
 
 
 def error_renderer(path: str) -> ErrorRenderer:
     for prefix, render in _FORMATS:
-        if path == prefix or path.startswith(prefix.rstrip("/") + "/") or path.startswith(prefix):
+        if path.startswith(prefix):
             return render
     return openai_error
 
