@@ -77,6 +77,8 @@ AMX_FEATURES = (
     X86Feature("GGML_AMX_BF16", ("amx_bf16",), False),
 )
 PROFILES = ("tuned", "portable")
+# What is installed in this venv and whether it passed the check (read by doctor and /admin/backends too).
+STATE_PATH = Path(sys.prefix) / ".llama-cpp-build.json"
 
 # Executes AMX tile instructions (an int8 tile product) after asking the kernel for the tile
 # state, as ggml does. Exit 0 and "ok" only when the result is right.
@@ -250,12 +252,20 @@ Runner = Callable[..., subprocess.CompletedProcess]
 class Installer:
     """Builds, caches, installs and checks llama-cpp-python for the Python running this module."""
 
-    def __init__(self, cache_dir: Path, *, python: str = sys.executable, version: str | None = None, run: Runner = subprocess.run) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        python: str = sys.executable,
+        version: str | None = None,
+        run: Runner = subprocess.run,
+        state_path: Path | None = None,
+    ) -> None:
         self.cache_dir = cache_dir
         self.python = python
         self.version = version or pinned_version()
         self.run = run
-        self.state_path = Path(sys.prefix) / ".llama-cpp-build.json"
+        self.state_path = state_path or STATE_PATH
 
     # -- state: what is installed in this venv, and which builds crashed on this machine --
 

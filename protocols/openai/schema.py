@@ -88,7 +88,7 @@ class SamplingFields(_Tolerant):
     top_p: Probability | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     min_p: Probability | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     stop: str | list[str] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     presence_penalty: Penalty | None = None
