@@ -14,6 +14,7 @@ from server.dependencies import require_api_key
 from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
 from server.routes import admin, chat, completions, embeddings, health, metrics, models, tokenize
+from server.security import docs_options, install_security
 from service.gguf_client import GGUFClient
 from service.settings import Settings, load_settings
 
@@ -48,13 +49,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, client: GGUFClient | None = None) -> FastAPI:
     settings = settings or load_settings()
-    app = FastAPI(title="Jarvis LLM Proxy", version="0.1.0", lifespan=_lifespan)
+    app = FastAPI(title="Jarvis LLM Proxy", version="0.1.0", lifespan=_lifespan, **docs_options(settings))
     app.state.settings = settings
     app.state.client = client or GGUFClient(settings)
     app.state.started_at = int(time.time())
     app.state.startup_failure = None
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.client.metrics)
+    install_security(app, settings)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
