@@ -29,13 +29,14 @@ def main() -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.http_config import uvicorn_options
 
     logging.basicConfig(
         level=settings.effective_log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     server = uvicorn.Server(config)
 
     def request_shutdown() -> None:

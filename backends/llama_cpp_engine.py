@@ -226,9 +226,12 @@ class LlamaCppEngine:
             # A cancelled running job still holds its slot until the decode thread's next step frees it.
             active = sum(not running.cancelled for running in self._running)
             if active + len(self._waiting) >= self._parallel + self._max_queue:
+                # Newly queued requests go to free slots on the decode thread's next step: count
+                # them as running, not waiting.
+                queued = active + len(self._waiting) - self._parallel
                 raise EngineOverloadedError(
-                    f"all {self._parallel} slots are busy and {len(self._waiting)} requests are waiting "
-                    f"(JARVIS_MAX_QUEUE={self._max_queue}); retry shortly",
+                    f"{self._parallel} requests are running (JARVIS_PARALLEL={self._parallel}) and {queued} "
+                    f"are waiting, the most the queue holds (JARVIS_MAX_QUEUE={self._max_queue}); retry shortly",
                     retry_after_seconds=1,
                 )
             bisect.insort(self._waiting, job, key=lambda waiting: waiting.rank)

@@ -16,6 +16,7 @@ from server.metrics_middleware import MetricsMiddleware
 from core.generation import GenerationCore
 from protocols.openai import routes as openai_routes
 from server.routes import admin, health, metrics
+from server.security import docs_options, install_security
 from service.gguf_client import GGUFClient
 from service.settings import Settings, load_settings
 
@@ -50,7 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None, client: GGUFClient | None = None) -> FastAPI:
     settings = settings or load_settings()
-    app = FastAPI(title="Jarvis LLM Proxy", version="0.1.0", lifespan=_lifespan)
+    app = FastAPI(title="Jarvis LLM Proxy", version="0.1.0", lifespan=_lifespan, **docs_options(settings))
     app.state.settings = settings
     app.state.client = client or GGUFClient(settings)
     app.state.core = GenerationCore(app.state.client)
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.state.startup_failure = None
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.client.metrics)
+    install_security(app, settings)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)

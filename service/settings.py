@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.paths import default_cache_dir
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+# A list read from one variable as comma-separated words (not JSON).
+CommaList = Annotated[list[str], NoDecode]
+
+MiB = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -103,15 +107,63 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         None,
-        description="When set, /v1 requests must send it as a Bearer token. Empty = no auth.",
+        description="When set, inference requests must send it as 'Authorization: Bearer <key>' or "
+        "'x-api-key: <key>'. Empty = no auth (then only localhost, IP addresses and "
+        "JARVIS_ALLOWED_HOSTS may be the Host).",
     )
     admin_key: SecretStr | None = Field(
         None,
-        description="Key for the /admin API (Bearer). Empty = the admin API is off. Must differ from "
-        "JARVIS_API_KEY.",
+        description="Key for the /admin API, sent as 'Authorization: Bearer <key>' only. Empty = the "
+        "admin API is off. Must differ from JARVIS_API_KEY.",
     )
     metrics_require_key: bool = Field(
         False, description="true = /metrics needs JARVIS_API_KEY too; false = /metrics is open."
+    )
+    allowed_hosts: CommaList = Field(
+        [],
+        description="Host names the server answers to besides localhost and IP addresses, "
+        "comma-separated (homeassistant.lan, *.home.arpa for every subdomain, * for any). Checked "
+        "when JARVIS_API_KEY is unset (against DNS rebinding), or when set here.",
+    )
+    cors_origins: CommaList = Field(
+        [],
+        description="Browser origins allowed to call the API from a web page (CORS), comma-separated, "
+        "e.g. http://homeassistant.local:8123. Empty = no CORS headers.",
+    )
+    api_docs: bool = Field(
+        False, description="true = serve /docs, /redoc and /openapi.json; false = they are 404."
+    )
+    max_body_bytes: int = Field(
+        4 * MiB,
+        ge=1024,
+        description="Largest request body in bytes; a larger one is refused with 413 before it is "
+        "read. 4 MiB holds a 32k-token prompt several times over even with every character "
+        "JSON-escaped (about 0.8 MiB), leaving room for long tool lists and embedding batches.",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest request line plus headers in bytes; beyond it the answer is 431.",
+    )
+    header_timeout: float = Field(
+        10,
+        gt=0,
+        description="Seconds a client has to send a request's headers, from the connection (or the "
+        "request's first byte on a reused one); then 408 and the connection is closed.",
+    )
+    body_timeout: float = Field(
+        30,
+        gt=0,
+        description="Seconds a client has to send a whole request body once its headers are in; "
+        "then 408 (or the connection is closed if the answer has begun).",
+    )
+    keep_alive_timeout: float = Field(
+        5, gt=0, description="Seconds an idle connection is kept open for the client's next request."
+    )
+    audit_secret: SecretStr | None = Field(
+        None,
+        description="Secret keying the HMAC-SHA256 that names keys in the audit trail. Empty = one is "
+        "generated once and kept in <cache dir>/audit-secret (mode 0600).",
     )
     audit_log: Path | None = Field(
         None, description="File the admin audit trail is appended to. Empty = <cache dir>/audit.log."
@@ -133,12 +185,37 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @field_validator(
-        "api_key", "admin_key", "n_threads", "models_file", "audit_log", "vllm_distributed_executor_backend",
+        "api_key", "admin_key", "audit_secret", "n_threads", "models_file", "audit_log", "vllm_distributed_executor_backend",
         "vllm_quantization", "vllm_max_num_seqs", "vllm_cpu_kvcache_space_gb", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [word.strip() for word in value.split(",") if word.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names_not_urls(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if "/" in name:
+                raise ValueError(f"{name!r} is a URL: give the host name alone, like jarvis.lan or *.home.arpa")
+        return names
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        # A browser's Origin is scheme://host[:port] without a path; "/" at the end would never match.
+        origins = [origin.rstrip("/") for origin in origins]
+        for origin in origins:
+            if origin != "*" and "://" not in origin:
+                raise ValueError(f"{origin!r} is not an origin: write it as scheme://host[:port], like http://ha.local:8123")
+        return origins
 
     @field_validator("cache_dir", mode="before")
     @classmethod
@@ -207,7 +284,7 @@ def render_env_example() -> str:
     lines = ["# Jarvis LLM Proxy settings. Copy to .env and edit; the environment overrides .env.", ""]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=False)
-        if default is None or field.default_factory is not None:
+        if default is None or default == [] or field.default_factory is not None:
             shown = ""
         elif isinstance(default, bool):
             shown = str(default).lower()

@@ -30,9 +30,16 @@ def fake_engine() -> FakeEngine:
     return FakeEngine()
 
 
+# The names the fast tier's clients give the app as Host ("http://test", "http://t"): a server
+# without an API key answers only to names it is told (see server/host_check.py).
+TEST_HOSTS = ["test", "t"]
+
+
 def make_settings(**overrides: object) -> Settings:
-    """Settings for the fast tier: no .env, and a model name the fake engine stands in for."""
-    return Settings(_env_file=None, **{"model_name": "fake-model", **overrides})  # type: ignore[call-arg]
+    """Settings for the fast tier: no .env, a model name the fake engine stands in for, and the
+    test clients' host names allowed."""
+    defaults = {"model_name": "fake-model", "allowed_hosts": TEST_HOSTS}
+    return Settings(_env_file=None, **{**defaults, **overrides})  # type: ignore[call-arg]
 
 
 @pytest_asyncio.fixture

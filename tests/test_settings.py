@@ -25,6 +25,9 @@ def test_env_example_documents_every_setting() -> None:
         ("JARVIS_PORT", "eighty", "valid integer"),
         ("JARVIS_CONTEXT_SIZE", "12", "greater than or equal to 256"),
         ("JARVIS_LOG_LEVEL", "LOUD", "DEBUG"),
+        ("JARVIS_ALLOWED_HOSTS", "jarvis.lan,http://ha.lan", "give the host name alone"),
+        ("JARVIS_CORS_ORIGINS", "ha.local:8123", "scheme://host[:port]"),
+        ("JARVIS_BODY_TIMEOUT", "0", "greater than 0"),
     ],
 )
 def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
