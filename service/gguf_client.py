@@ -21,7 +21,7 @@ from backends import choose_engine
 from backends.base import Delta, Engine, EngineError, EngineOverloadedError, GenerationRequest, SamplingParams
 from chat_formats import TemplateRenderError, render_prompt
 from chat_formats.registry import ToolSupport
-from service import responses
+from service import flight_recorder, responses
 from service.errors import (
     ContextLengthExceededError,
     GenerationFailedError,
@@ -361,6 +361,10 @@ class GGUFClient:
         deltas = prepared.lease.engine.generate(prepared.generation)
         started = time.perf_counter()
         first_token_at: float | None = None
+        flight_recorder.begin(
+            prepared.request_id, prepared.model,
+            f"{prepared.lease.engine.name} engine, {len(prepared.generation.prompt_token_ids)} prompt tokens",
+        )
         try:
             async for delta in deltas:
                 first_token_at = first_token_at or time.perf_counter()
@@ -382,7 +386,10 @@ class GGUFClient:
             logger.exception("generation %s failed", prepared.request_id)
             raise GenerationFailedError(f"generation failed: {error}") from error
         finally:
-            await deltas.aclose()  # type: ignore[attr-defined]
+            try:
+                await deltas.aclose()  # type: ignore[attr-defined]
+            finally:
+                flight_recorder.end(prepared.request_id)
         raise GenerationFailedError("the engine ended the generation without a finish reason")
 
 
