@@ -1,9 +1,9 @@
 """Entry point: `python main.py` serves the configured model; `python main.py --help` lists the
-settings (environment variables or .env)."""
+settings (environment variables or .env). The server runs in a child process under a small
+supervisor (`server/supervisor.py`) that reports how it ended, a native crash included."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from service.settings import Settings, SettingsError, env_name, load_settings
@@ -26,28 +26,9 @@ def main() -> int:
         sys.stderr.write(f"error: {error}\n")
         return 2
 
-    import uvicorn
+    from server.supervisor import supervise
 
-    from server.app import create_app
-    from server.http_config import uvicorn_options
-
-    logging.basicConfig(
-        level=settings.effective_log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    app = create_app(settings)
-    config = uvicorn.Config(app, **uvicorn_options(settings))
-    server = uvicorn.Server(config)
-
-    def request_shutdown() -> None:
-        server.should_exit = True
-
-    app.state.request_shutdown = request_shutdown
-    logging.getLogger("jarvis").info(
-        "serving on http://%s:%d — use base_url http://%s:%d/v1", settings.host, settings.port, settings.host, settings.port
-    )
-    server.run()
-    return 1 if app.state.startup_failure else 0
+    return supervise(settings)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from server.process_tree import dies_with_this_process
+
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("bench")
 
@@ -48,7 +50,9 @@ def serve(name: str, command: list[str], env: dict[str, str], ready_path: str, p
     """Run `command` until `ready_path` answers 200; stop it afterwards. Its log goes to a temp file."""
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=dies_with_this_process()
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         while True:

@@ -54,6 +54,7 @@ from service.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
+from service import flight_recorder
 from service.model_manager import Lease
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ class GenerationCore:
         max_tokens = self._max_tokens(lease, request, len(ids))
         constraint = await self._compile(lease, request, plan)
         sampling = _sampling(request, max_tokens, constraint)
-        request_id = f"gen-{uuid.uuid4().hex}"
+        request_id = uuid.uuid4().hex  # adapters show it with their own prefix (chatcmpl-, resp_, msg_)
         engine_request = GenerationRequest(request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority)
         format_stops = lease.chat_format.stop if request.messages else ()
         return Prepared(lease, request, engine_request, prompt, plan, request.stop, format_stops, load_seconds)
@@ -286,6 +287,10 @@ class GenerationCore:
         deltas = prepared.lease.engine.generate(prepared.engine_request)
         started = time.perf_counter()
         first_token_at: float | None = None
+        flight_recorder.begin(
+            prepared.request_id, prepared.lease.model.entry.alias,
+            f"{prepared.lease.engine.name} engine, {prepared.prompt_tokens} prompt tokens",
+        )
         try:
             async for delta in deltas:
                 first_token_at = first_token_at or time.perf_counter()
@@ -325,7 +330,10 @@ class GenerationCore:
             logger.exception("generation %s failed", prepared.request_id)
             raise GenerationFailedError(f"generation failed: {error}") from error
         finally:
-            await deltas.aclose()  # type: ignore[attr-defined]
+            try:
+                await deltas.aclose()  # type: ignore[attr-defined]
+            finally:
+                flight_recorder.end(prepared.request_id)
         raise GenerationFailedError("the engine ended the generation without a finish reason")
 
 

@@ -15,6 +15,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from server.app import create_app
+from server.process_tree import dies_with_this_process
 from service.gguf_client import GGUFClient
 from service.settings import Settings
 from tests.fakes import FakeEngine
@@ -99,6 +100,9 @@ class LiveServer:
 
 
 def start_live_server(tmp_dir: Path, **env_overrides: str) -> LiveServer:
+    """`python main.py` (the supervisor and its server process) on a free port, once /health is 200.
+    The server dies with this test process, however it ends (SIGKILL included): call it from the
+    main thread."""
     port = free_port()
     # Explicit values beat a developer's .env; inherited JARVIS_ variables are dropped.
     inherited = {key: value for key, value in os.environ.items() if not key.startswith("JARVIS_") and key != "DEBUG"}
@@ -113,7 +117,10 @@ def start_live_server(tmp_dir: Path, **env_overrides: str) -> LiveServer:
     }
     log_path = tmp_dir / f"server-{port}.log"
     log = log_path.open("wb")
-    process = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=dies_with_this_process(),
+    )
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

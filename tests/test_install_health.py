@@ -11,13 +11,17 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from server.process_tree import dies_with_this_process
 from tests.conftest import ROOT, free_port
 
 
 @pytest.fixture()
 def stand_in() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "server/install_health.py", "127.0.0.1", str(port), "installing vLLM (cpu build)"], cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "server/install_health.py", "127.0.0.1", str(port), "installing vLLM (cpu build)"],
+        cwd=ROOT, preexec_fn=dies_with_this_process(),
+    )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
