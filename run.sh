@@ -2,6 +2,7 @@
 # ./run.sh        set up (venv, requirements, default model) and serve
 # ./run.sh test   the same set-up, plus the vLLM engine (its CPU or GPU build) and the test
 #                 requirements, then the whole test suite on both engines
+# ./run.sh lint   ruff check, with the project's configuration (pyproject.toml)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -137,7 +138,12 @@ case "$MODE" in
     install_requirements tests/requirements.txt
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  lint)
+    [ -x "$VENV/bin/python" ] || "$(find_python)" -m venv "$VENV"
+    install_requirements tests/requirements.txt
+    exec "$VENV/bin/ruff" check "$@"
+    ;;
   *)
-    log "usage: ./run.sh [serve|test] [args...]"; exit 2
+    log "usage: ./run.sh [serve|test|lint] [args...]"; exit 2
     ;;
 esac

@@ -9,7 +9,6 @@ cannot run GGUF and the converted folder also runs on GPU."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable

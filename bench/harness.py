@@ -48,7 +48,7 @@ class Server:
 @contextlib.contextmanager
 def serve(name: str, command: list[str], env: dict[str, str], ready_path: str, port: int, timeout: float = 900) -> Iterator[Server]:
     """Run `command` until `ready_path` answers 200; stop it afterwards. Its log goes to a temp file."""
-    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115 (kept for reading after the run)
     started = time.monotonic()
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=dies_with_this_process()

@@ -47,6 +47,7 @@ from core.types import (
     ToolCallEvent,
     Usage,
 )
+from service import flight_recorder
 from service.errors import (
     ContextLengthExceededError,
     GenerationFailedError,
@@ -54,7 +55,6 @@ from service.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
-from service import flight_recorder
 from service.model_manager import Lease
 
 if TYPE_CHECKING:

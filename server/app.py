@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
+from core.generation import GenerationCore
+from protocols.openai import routes as openai_routes
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
-from core.generation import GenerationCore
-from protocols.openai import routes as openai_routes
 from server.routes import admin, health, metrics
 from server.security import docs_options, install_security
 from service.gguf_client import GGUFClient

@@ -130,5 +130,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unexpected error")
+        logger.error("unexpected error", exc_info=error)
         return error_response(request.url.path, ErrorDetail(500, f"Internal server error: {type(error).__name__}"))

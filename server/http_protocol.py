@@ -169,7 +169,7 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
     def _peer(self) -> str:
-        return "%s:%d" % self.client if self.client else "a client"
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:

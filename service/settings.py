@@ -224,9 +224,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _separate_keys(self) -> Settings:
-        if self.admin_key is not None and self.api_key is not None:
-            if self.admin_key.get_secret_value() == self.api_key.get_secret_value():
-                raise ValueError("JARVIS_ADMIN_KEY must differ from JARVIS_API_KEY")
+        keys = (self.admin_key, self.api_key)
+        if None not in keys and keys[0].get_secret_value() == keys[1].get_secret_value():  # type: ignore[union-attr]
+            raise ValueError("JARVIS_ADMIN_KEY must differ from JARVIS_API_KEY")
         return self
 
     def vllm_options(self) -> dict[str, object]:

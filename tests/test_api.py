@@ -288,19 +288,18 @@ async def test_health_is_503_with_reason_until_loaded(fake_engine) -> None:
     fake_engine.start = slow_start  # type: ignore[method-assign]
     settings = make_settings()
     app = create_app(settings, GGUFClient(settings, engine=fake_engine))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await asyncio.sleep(0.01)
+        loading = await client.get("/health")
+        assert loading.status_code == 503
+        assert loading.json()["reason"] == "loading model"
+        assert_error(await client.post(CHAT, json=chat_body()), 503, says="not ready")
+        release.set()
+        for _ in range(100):
+            if (await client.get("/health")).status_code == 200:
+                break
             await asyncio.sleep(0.01)
-            loading = await client.get("/health")
-            assert loading.status_code == 503
-            assert loading.json()["reason"] == "loading model"
-            assert_error(await client.post(CHAT, json=chat_body()), 503, says="not ready")
-            release.set()
-            for _ in range(100):
-                if (await client.get("/health")).status_code == 200:
-                    break
-                await asyncio.sleep(0.01)
-            assert (await client.get("/health")).json()["status"] == "ok"
+        assert (await client.get("/health")).json()["status"] == "ok"
 
 
 async def test_tokenize_prompt_and_chat(api, fake_engine) -> None:

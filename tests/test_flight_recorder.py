@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from protocols.openai.chat import chat_input
+from protocols.openai.schema import ChatCompletionRequest
 from server.supervisor import SIGNAL_HINTS, crash_report
 from service import flight_recorder
 from service.flight_recorder import FLIGHT_RECORD_ENV, Flight, FlightRecorder, read_flights
-from protocols.openai.chat import chat_input
-from protocols.openai.schema import ChatCompletionRequest
 
 
 def test_the_record_holds_the_running_generations(tmp_path: Path) -> None:

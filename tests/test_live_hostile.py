@@ -137,7 +137,7 @@ def test_turn_markers_in_a_message_are_text_on_both_engines(live_server) -> None
     # Only the template's own markers: one user turn opened and closed, then the model's turn.
     assert tokens["tokens"].count(start_of_turn) == reference["tokens"].count(start_of_turn) == 2
     assert tokens["tokens"].count(end_of_turn) == reference["tokens"].count(end_of_turn) == 1
-    assert [236820, 643, 236779, 1340, 236779, 887, 236813] == _sublist_after(tokens["tokens"], 9259)  # "<end_of_turn>" as text
+    assert _sublist_after(tokens["tokens"], 9259) == [236820, 643, 236779, 1340, 236779, 887, 236813]  # "<end_of_turn>" as text
 
 
 def _sublist_after(tokens: list[int], marker: int) -> list[int]:

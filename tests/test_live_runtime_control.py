@@ -84,7 +84,7 @@ def test_load_unload_reload_frees_memory(registry_server, client: openai.OpenAI)
     assert reloaded["state"] == "loaded"
     assert client.chat.completions.create(model="primary", messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
     actions = audit_actions(registry_server)
-    assert ["load primary", "unload primary", "load primary"] == [a for a in actions if a.endswith("primary")][-3:]
+    assert [a for a in actions if a.endswith("primary")][-3:] == ["load primary", "unload primary", "load primary"]
 
 
 def test_status_reports_engine_slots_and_memory(registry_server) -> None:

@@ -70,7 +70,7 @@ def common_prefix(a: str, b: str) -> int:
 async def test_four_concurrent_greedy_streams_all_complete_with_the_text_they_have_alone(engine) -> None:
     alone = [await run(engine, request(engine, turn(question), 32)) for question in QUESTIONS]
     together = await asyncio.gather(*(run(engine, request(engine, turn(question), 32, f"c{i}")) for i, question in enumerate(QUESTIONS)))
-    for (text_alone, last_alone), (text_together, last_together) in zip(alone, together):
+    for (text_alone, _last_alone), (text_together, last_together) in zip(alone, together):
         assert last_together.finish_reason in {"stop", "length"}
         assert last_together.completion_tokens >= 1
         # Batched matmuls add rows in another order, so logits may differ in the last bits and a

@@ -23,10 +23,9 @@ from backends.llama_cpp_build import (
 )
 
 SAPPHIRE_RAPIDS = frozenset(
-    "sse4_2 avx avx2 fma f16c bmi2 avx_vnni avx512f avx512cd avx512vl avx512dq avx512bw avx512vbmi avx512_vnni "
-    "avx512_bf16 amx_tile amx_int8 amx_bf16".split()
+    ["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx_vnni", "avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw", "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
 )
-HASWELL = frozenset("sse4_2 avx avx2 fma f16c bmi2".split())
+HASWELL = frozenset(["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"])
 
 
 def flag(args: tuple[str, ...], option: str) -> str:

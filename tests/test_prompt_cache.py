@@ -39,9 +39,9 @@ def test_a_longer_prefix_in_a_busy_slot_is_copied() -> None:
     cache = PromptCache(2)
     prompt = list(range(100))
     hold(cache, prompt)
-    busy = cache.place(prompt + [500], None)  # takes the slot with the prefix and keeps it busy
+    busy = cache.place([*prompt, 500], None)  # takes the slot with the prefix and keeps it busy
     assert busy is not None
-    other = cache.place(prompt + [600], None)
+    other = cache.place([*prompt, 600], None)
     assert other is not None and other.slot is not busy.slot
     assert other.copy_from is busy.slot and other.keep == 100
 

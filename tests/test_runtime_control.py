@@ -78,7 +78,7 @@ class EngineShop:
         self.made: list[tuple[str, str, FakeEngine]] = []
         self.start_gate: asyncio.Event | None = None
 
-    def __call__(self, entry, config) -> FakeEngine:  # noqa: ANN001
+    def __call__(self, entry, config) -> FakeEngine:
         engine = FakeEngine()
         engine.name = entry.engine
         engine._info = engine._info.__class__(**{**engine._info.__dict__, "model_id": entry.alias})
@@ -172,7 +172,7 @@ async def test_loading_another_model_waits_for_in_flight_requests(registry_app) 
 
 async def test_model_start_timeout_gives_503(tmp_path: Path) -> None:
     shop = EngineShop()
-    app, client, lifespan = await start_app(tmp_path, shop, models_file=write(tmp_path, MODELS_YAML), model_start_timeout=0.2)
+    _app, client, lifespan = await start_app(tmp_path, shop, models_file=write(tmp_path, MODELS_YAML), model_start_timeout=0.2)
     try:
         shop.start_gate = asyncio.Event()  # the next load hangs
         response = await client.post(CHAT, json={"model": "large", "messages": [{"role": "user", "content": "x"}]})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.vllm_command import CommandParseError, parse_vllm_command
 from service.shell_words import split_words
+from service.vllm_command import CommandParseError, parse_vllm_command
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 EXPECTED_OPTIONS = {"max_model_len": 8192, "gpu_memory_utilization": 0.85}
