@@ -64,6 +64,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    cache_source: str | None = None  # where the cached tokens came from (slot, copy, disk, warm)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ from backends.base import (
     GenerationRequest,
 )
 from backends.llama_cpp_embedder import LlamaCppEmbedder
+from backends.llama_cpp_kv import KvSlots
+from backends.llama_cpp_prefix_store import PrefixStore, model_key
 from backends.llama_cpp_sampling import CandidateScratch, CompiledGrammar, GrammarCompiler, RequestSampler
-from backends.prompt_cache import Placement, PromptCache, Slot
+from backends.prompt_cache import PromptCache, Slot
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,9 @@ class _Job:
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     generated: int = 0
     cached_tokens: int = 0
+    cache_source: str | None = None
+    suspended: Any = None  # the KV state of a request preempted by a higher-priority one
+    history: list[int] = field(default_factory=list)  # the tokens that state holds
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
 
@@ -91,6 +96,9 @@ class LlamaCppEngine:
         self._grammars: GrammarCompiler | None = None
         self._scratch: CandidateScratch | None = None
         self._cache = PromptCache(self._parallel)
+        self._kv: KvSlots | None = None
+        self._hits: dict[str, int] = {}  # cached prompt tokens reused, by where they came from
+        self.preemptions = 0
         self._waiting: list[_Job] = []  # sorted by rank
         self._running: list[_Job] = []
         self._wake = threading.Condition()
@@ -133,6 +141,8 @@ class LlamaCppEngine:
         params.n_threads = threads
         params.n_threads_batch = threads
         self._context = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self._kv = KvSlots(self._context.ctx, self._context.memory, self._cache, self._prefix_store(path, params), self._config.context_size)
+        self._kv.restore_from_disk()
         self._batch = _internals.LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=1, verbose=False)
         self._vocab = self._model.vocab
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
@@ -153,6 +163,14 @@ class LlamaCppEngine:
         logger.info(
             "llama.cpp: %s, %d slots x %d tokens, %d threads", path.name, self._parallel, self._config.context_size, threads
         )
+
+    def _prefix_store(self, path: Path, params: Any) -> PrefixStore | None:
+        megabytes = int(self._config.options.get("prompt_cache_disk_mb", 0) or 0)  # type: ignore[call-overload]
+        if megabytes <= 0:
+            return None
+        settings = {"n_ctx_seq": self._config.context_size, "kv_unified": True, "swa_full": True, "n_gpu_layers": self._config.n_gpu_layers}
+        folder = Path(self._config.cache_dir) / "prompt-cache" / model_key(str(path), settings)
+        return PrefixStore(folder, megabytes * 2**20)
 
     def _control_tokens(self) -> frozenset[str]:
         import llama_cpp
@@ -177,6 +195,11 @@ class LlamaCppEngine:
             job.send(EngineError("the engine was shut down"))
         self._running.clear()
         self._waiting.clear()
+        if self._kv is not None and self._failure is None:
+            try:
+                await asyncio.to_thread(self._kv.save_to_disk)
+            except Exception:  # a cache that cannot be written must not stop the unload
+                logger.exception("prompt cache: saving failed")
         if self._embedder is not None:
             self._embedder.close()
         if self._grammars is not None:
@@ -213,8 +236,17 @@ class LlamaCppEngine:
         assert self._embedder is not None
         return await self._embedder.embed(texts)
 
-    def stats(self) -> dict[str, int]:
-        return {"busy_slots": self._cache.busy_count(), "queue_length": len(self._waiting), "parallel": self._parallel}
+    def stats(self) -> dict[str, object]:
+        kv = self._kv
+        return {
+            "busy_slots": self._cache.busy_count(),
+            "queue_length": len(self._waiting),
+            "parallel": self._parallel,
+            "cached_tokens_by_source": dict(self._hits),
+            "prefixes_restored": kv.restored if kv else 0,
+            "restore_seconds": round(kv.restore_seconds, 3) if kv else 0.0,
+            "preemptions": self.preemptions,
+        }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         if self._thread is None:
@@ -286,7 +318,9 @@ class LlamaCppEngine:
             self._finish(job, None)
 
     def _admit(self) -> None:
-        while self._waiting and self._cache.free_count():
+        while self._waiting:
+            if not self._cache.free_count() and not self._preempt_for(self._waiting[0]):
+                return
             job = self._waiting.pop(0)
             try:
                 self._start_job(job)
@@ -295,28 +329,48 @@ class LlamaCppEngine:
                 job.send(EngineError(f"the request could not start: {error}"))
                 self._finish(job, None)
 
+    def _preempt_for(self, waiting: _Job) -> bool:
+        """Every slot is busy: suspend the lowest-priority running request below `waiting`'s
+        priority (the latest to arrive among equals). It waits with its KV state in memory and
+        continues where it stopped."""
+        candidates = [job for job in self._running if not job.cancelled and job.request.priority < waiting.request.priority]
+        if not candidates:
+            return False
+        victim = max(candidates, key=lambda job: job.rank)
+        assert victim.slot is not None and self._kv is not None
+        victim.suspended = self._kv.suspend(victim.slot)
+        victim.history = list(victim.slot.tokens)
+        self._running.remove(victim)
+        self._cache.release(victim.slot)
+        victim.slot = None
+        bisect.insort(self._waiting, victim, key=lambda job: job.rank)
+        self.preemptions += 1
+        logger.info(
+            "request %s (priority %d) waits for %s (priority %d)",
+            victim.request.request_id, victim.request.priority, waiting.request.request_id, waiting.request.priority,
+        )
+        return True
+
     def _start_job(self, job: _Job) -> None:
+        assert self._kv is not None and self._scratch is not None
+        if job.suspended is not None:  # a preempted request continues where it stopped
+            job.slot = self._cache.claim_free()
+            assert job.slot is not None
+            self._kv.resume(job.slot, job.suspended, job.history)
+            job.suspended, job.history = None, []
+            self._running.append(job)
+            return
         placement = self._cache.place(job.request.prompt_token_ids, job.request.cache_key)
         assert placement is not None
         job.slot = placement.slot
-        self._apply(placement)
+        self._kv.apply(placement)
         prompt = job.request.prompt_token_ids
-        job.position, job.cached_tokens = placement.keep, placement.keep
+        job.position, job.cached_tokens, job.cache_source = placement.keep, placement.keep, placement.cache_source
+        if placement.cache_source:
+            self._hits[placement.cache_source] = self._hits.get(placement.cache_source, 0) + placement.keep
         job.pending = list(prompt[placement.keep :])
-        assert self._scratch is not None
         job.sampler = RequestSampler(job.request.sampling, self._model.n_vocab(), self._scratch)
         self._running.append(job)
-
-    def _apply(self, placement: Placement) -> None:
-        import llama_cpp
-
-        memory = self._context.memory
-        seq = placement.slot.seq_id
-        if placement.copy_from is not None:
-            llama_cpp.llama_memory_seq_rm(memory, seq, 0, -1)
-            llama_cpp.llama_memory_seq_cp(memory, placement.copy_from.seq_id, seq, 0, placement.keep)
-        else:
-            llama_cpp.llama_memory_seq_rm(memory, seq, placement.keep, -1)
 
     def _step(self) -> None:
         """One llama_decode: a token for every generating sequence, prefill chunks in the rest."""
@@ -359,13 +413,9 @@ class LlamaCppEngine:
     def _decode(self, batch: Any, fed: list[tuple[_Job, list[int]]]) -> None:
         import llama_cpp
 
+        assert self._kv is not None
         while (code := llama_cpp.llama_decode(self._context.ctx, batch)) == 1:
-            # The KV cache is full: drop the least recently used cached prefix and try again.
-            victims = self._cache.evictable()
-            if not victims:
-                raise EngineError("the KV cache is full; lower JARVIS_PARALLEL or raise JARVIS_CONTEXT_SIZE")
-            llama_cpp.llama_memory_seq_rm(self._context.memory, victims[0].seq_id, 0, -1)
-            victims[0].tokens = []
+            self._kv.evict_one()  # the KV cache is full: drop the least recently used cached prefix
         if code != 0:
             raise EngineError(f"llama_decode returned {code}")
 
@@ -386,7 +436,7 @@ class LlamaCppEngine:
         if job.generated >= job.request.sampling.max_tokens or out_of_room:
             self._emit_last(job, "length", text)
             return
-        job.send(Delta(text, job.generated, None, prompt_tokens, job.cached_tokens))
+        job.send(Delta(text, job.generated, None, prompt_tokens, job.cached_tokens, job.cache_source))
         job.next_token = token
 
     def _piece(self, token: int, special: bool = False) -> bytes:
@@ -401,7 +451,7 @@ class LlamaCppEngine:
 
     def _emit_last(self, job: _Job, reason: str, text: str = "") -> None:
         text += job.decoder.decode(b"", final=True)
-        job.send(Delta(text, job.generated, reason, len(job.request.prompt_token_ids), job.cached_tokens))  # type: ignore[arg-type]
+        job.send(Delta(text, job.generated, reason, len(job.request.prompt_token_ids), job.cached_tokens, job.cache_source))  # type: ignore[arg-type]
         self._finish(job, _FINISHED)
 
     def _finish(self, job: _Job, final: object) -> None:

@@ -29,6 +29,7 @@ class Slot:
     last_used: float = 0.0
     cache_key: str | None = None
     busy: bool = False
+    source: str = "slot"  # where its cached prefix came from: slot, disk (a restart), warm (a warm prompt)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class Placement:
     slot: Slot
     keep: int  # prompt tokens already in the slot's KV after the plan is applied
     copy_from: Slot | None = None  # copy the first `keep` tokens from this slot's sequence
+    source: str = "slot"  # what the reused tokens came from: slot, copy, disk, warm
+
+    @property
+    def cache_source(self) -> str | None:
+        return self.source if self.keep else None
 
 
 class PromptCache:
@@ -66,11 +72,13 @@ class PromptCache:
             copy_from, keep = donor, prefix[donor.seq_id]
         # The last prompt token is always computed: its logits give the first answer token.
         keep = min(keep, len(prompt) - 1)
+        source = chosen.source if copy_from is None else ("copy" if copy_from.source == "slot" else copy_from.source)
         chosen.busy = True
+        chosen.source = "slot"
         chosen.cache_key = cache_key
         chosen.tokens = list(prompt[:keep])
         chosen.last_used = time.monotonic()
-        return Placement(chosen, keep, copy_from)
+        return Placement(chosen, keep, copy_from, source)
 
     def _choose(self, free: list[Slot], prefix: dict[int, int], cache_key: str | None, prompt_length: int) -> Slot:
         """The conversation's own slot; else a slot this prompt continues; else the least
@@ -88,6 +96,16 @@ class PromptCache:
         if shared and not owned_by_another and continues:
             return best
         return min(free, key=lambda slot: slot.last_used)
+
+    def claim_free(self) -> Slot | None:
+        """The least recently used free slot, claimed as is (a suspended request resumes in it)."""
+        free = [slot for slot in self.slots if not slot.busy]
+        if not free:
+            return None
+        slot = min(free, key=lambda candidate: candidate.last_used)
+        slot.busy = True
+        slot.last_used = time.monotonic()
+        return slot
 
     def release(self, slot: Slot) -> None:
         """The request is over; its tokens stay cached for the next one."""

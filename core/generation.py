@@ -310,7 +310,8 @@ class GenerationCore:
                     load_seconds=prepared.load_seconds,
                 )
                 self._client.metrics.observe_generation(
-                    prepared.lease.model.entry.alias, usage.prompt_seconds, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+                    prepared.lease.model.entry.alias, usage.prompt_seconds, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens,
+                    delta.cache_source,
                 )
                 _log_finished(prepared, usage)
                 reason = "stop" if stops.stopped else delta.finish_reason

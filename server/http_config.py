@@ -15,6 +15,9 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "http": guarded_protocol(settings.header_timeout, settings.body_timeout),
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "timeout_keep_alive": settings.keep_alive_timeout,
+        # SIGTERM/SIGINT: stop accepting, let running requests finish this long, then stop (the
+        # engines save their prompt caches on the way out).
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         # No route speaks WebSocket: an upgrade request is answered as plain HTTP, not upgraded.
         "ws": "none",
         "server_header": False,

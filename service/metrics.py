@@ -23,14 +23,19 @@ class Metrics:
             "jarvis_time_to_first_token_seconds", "Time to first token", ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry
         )
         self.prompt_tokens = Counter("jarvis_prompt_tokens", "Prompt tokens", ["model"], registry=self.registry)
-        self.cached_tokens = Counter("jarvis_cached_prompt_tokens", "Prompt tokens served from the cache", ["model"], registry=self.registry)
+        self.cached_tokens = Counter(
+            "jarvis_cached_prompt_tokens", "Prompt tokens served from the cache, by where the cached prefix came from "
+            "(slot: the request's own slot; copy: another slot; disk: restored after a restart or unload; warm: a warm prompt)",
+            ["model", "source"], registry=self.registry,
+        )
         self.generated_tokens = Counter("jarvis_generated_tokens", "Generated tokens", ["model"], registry=self.registry)
         self.registry.register(_ModelCollector(models))
 
-    def observe_generation(self, model: str, ttft: float, prompt: int, cached: int, generated: int) -> None:
+    def observe_generation(self, model: str, ttft: float, prompt: int, cached: int, generated: int, source: str | None = None) -> None:
         self.ttft_seconds.labels(model).observe(ttft)
         self.prompt_tokens.labels(model).inc(prompt)
-        self.cached_tokens.labels(model).inc(cached)
+        if cached:
+            self.cached_tokens.labels(model, source or "slot").inc(cached)
         self.generated_tokens.labels(model).inc(generated)
 
     def render(self) -> bytes:

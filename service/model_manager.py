@@ -312,7 +312,7 @@ class ModelManager:
             n_threads=options.pop("n_threads", settings.n_threads),  # type: ignore[arg-type]
             n_gpu_layers=options.pop("n_gpu_layers", settings.n_gpu_layers),  # type: ignore[arg-type]
             parallel=options.pop("parallel", settings.parallel),  # type: ignore[arg-type]
-            options={"max_queue": settings.max_queue, **options},
+            options={"max_queue": settings.max_queue, "prompt_cache_disk_mb": settings.prompt_cache_disk_mb, **options},
             on_stage=lambda stage: setattr(model, "stage", stage),
         )
 

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         16, ge=0, description="Requests that may wait for a free slot; past it the answer is 429."
     )
+    prompt_cache_disk_mb: int = Field(
+        1024, ge=0, description="llama.cpp: disk space (MiB) for cached prompt prefixes saved when a model unloads or the "
+        "server stops, restored when it loads again. 0 = keep nothing on disk.",
+    )
+    shutdown_grace_seconds: float = Field(
+        30, gt=0, description="On SIGTERM or SIGINT: how long running requests may take to finish before the server stops.",
+    )
     max_loaded_models: int = Field(
         1, ge=1, description="Models kept loaded at once; loading another unloads the least recently used."
     )

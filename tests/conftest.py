@@ -113,6 +113,9 @@ def start_live_server(tmp_dir: Path, **env_overrides: str) -> LiveServer:
         "JARVIS_MODEL_NAME": "",
         "JARVIS_CHAT_FORMAT": "auto",
         "JARVIS_API_KEY": "",
+        # Test servers start cold unless a test asks for the persistent prompt cache: greedy
+        # comparisons depend on the cache state a server starts with.
+        "JARVIS_PROMPT_CACHE_DISK_MB": "0",
         **env_overrides,
     }
     log_path = tmp_dir / f"server-{port}.log"
