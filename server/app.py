@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 
 from core.generation import GenerationCore
+from protocols.anthropic import routes as anthropic_routes
 from protocols.openai import routes as openai_routes
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
@@ -64,6 +65,6 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(metrics.router)
     app.include_router(admin.router)
     protected = [Depends(require_api_key)]
-    for protocol in (openai_routes,):
+    for protocol in (openai_routes, anthropic_routes):
         app.include_router(protocol.router, dependencies=protected)
     return app
