@@ -15,6 +15,8 @@ from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
 from core.generation import GenerationCore
 from protocols.openai import routes as openai_routes
+from protocols.responses import routes as responses_routes
+from protocols.responses.store import ResponseStore
 from server.routes import admin, health, metrics
 from service.gguf_client import GGUFClient
 from service.settings import Settings, load_settings
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.state.settings = settings
     app.state.client = client or GGUFClient(settings)
     app.state.core = GenerationCore(app.state.client)
+    app.state.response_store = ResponseStore(settings.responses_store_size)
     app.state.started_at = int(time.time())
     app.state.startup_failure = None
     install_error_handlers(app)
@@ -62,6 +65,6 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(metrics.router)
     app.include_router(admin.router)
     protected = [Depends(require_api_key)]
-    for protocol in (openai_routes,):
+    for protocol in (openai_routes, responses_routes):
         app.include_router(protocol.router, dependencies=protected)
     return app
