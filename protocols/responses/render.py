@@ -97,7 +97,7 @@ def call_item(item_id: str, call: ToolCall, status: str, arguments: str) -> JSON
 
 
 class ResponseRenderer:
-    """`echo`: the request fields a response repeats (see `routes.echo_fields`); `on_finish` gets
+    """`echo`: the request fields a response repeats (see `request.echo_fields`); `on_finish` gets
     the final object and the assistant turn it adds to the conversation."""
 
     def __init__(self, response_id: str, model: str, echo: JSON, on_finish: FinishHook | None = None) -> None:
