@@ -122,6 +122,7 @@ class VllmEngine:
         prepare_vllm_environment()
         try:
             from vllm import SamplingParams as VllmSamplingParams
+            from vllm.config import StructuredOutputsConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.inputs import TokensPrompt
             from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -135,6 +136,7 @@ class VllmEngine:
             "TokensPrompt": TokensPrompt,
             "DELTA": RequestOutputKind.DELTA,
             "StructuredOutputsParams": StructuredOutputsParams,
+            "StructuredOutputsConfig": StructuredOutputsConfig,
         }
 
     def _engine_args(self, model: str, **overrides: Any) -> Any:
@@ -148,6 +150,10 @@ class VllmEngine:
             arguments["kv_cache_memory_bytes"] = int(float(space) * 2**30)  # type: ignore[arg-type]
         # Requests carry a priority (voice before background work); vLLM serves lower values first.
         arguments["scheduling_policy"] = "priority"
+        # Compact JSON (see _sampling): vLLM 0.32 reads disable_any_whitespace from the engine's
+        # config only, not from a request's, and takes it only with a named backend: xgrammar, the
+        # one compile_constraint checks constraints with.
+        arguments["structured_outputs_config"] = self._vllm["StructuredOutputsConfig"](backend="xgrammar", disable_any_whitespace=True)
         arguments.update(overrides)
         logger.info("vLLM engine arguments: %s", json.dumps(arguments, default=str))
         return self._vllm["AsyncEngineArgs"](

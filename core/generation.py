@@ -291,12 +291,17 @@ class GenerationCore:
             prepared.request_id, prepared.lease.model.entry.alias,
             f"{prepared.lease.engine.name} engine, {prepared.prompt_tokens} prompt tokens",
         )
+        counted = reasoning_tokens = 0
         try:
             async for delta in deltas:
                 first_token_at = first_token_at or time.perf_counter()
                 text = stops.feed(delta.text)
                 finished = stops.stopped or delta.finish_reason is not None
-                for event in _split(text + (stops.flush() if finished else ""), splitter, detector, finished):
+                events = _split(text + (stops.flush() if finished else ""), splitter, detector, finished)
+                if events and all(isinstance(event, ReasoningDelta) for event in events):
+                    reasoning_tokens += delta.completion_tokens - counted
+                counted = delta.completion_tokens
+                for event in events:
                     yield event
                 if not finished:
                     continue
@@ -305,6 +310,7 @@ class GenerationCore:
                     prompt_tokens=prepared.prompt_tokens,
                     completion_tokens=delta.completion_tokens,
                     cached_tokens=delta.cached_tokens,
+                    reasoning_tokens=reasoning_tokens,
                     prompt_seconds=first_token_at - started,
                     generation_seconds=now - first_token_at,
                     load_seconds=prepared.load_seconds,

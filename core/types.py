@@ -126,6 +126,9 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    # Of completion_tokens, those whose text went to reasoning (counted per engine step, so the
+    # reasoning markers themselves are not counted).
+    reasoning_tokens: int = 0
     # Measured, in seconds: until the first token, and from it to the last.
     prompt_seconds: float = 0.0
     generation_seconds: float = 0.0

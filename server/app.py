@@ -13,6 +13,8 @@ from fastapi import Depends, FastAPI
 from core.generation import GenerationCore
 from protocols.anthropic import routes as anthropic_routes
 from protocols.openai import routes as openai_routes
+from protocols.responses import routes as responses_routes
+from protocols.responses.store import ResponseStore
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.state.settings = settings
     app.state.client = client or GGUFClient(settings)
     app.state.core = GenerationCore(app.state.client)
+    app.state.response_store = ResponseStore(settings.responses_store_size)
     app.state.started_at = int(time.time())
     app.state.startup_failure = None
     install_error_handlers(app)
@@ -65,6 +68,6 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(metrics.router)
     app.include_router(admin.router)
     protected = [Depends(require_api_key)]
-    for protocol in (openai_routes, anthropic_routes):
+    for protocol in (openai_routes, anthropic_routes, responses_routes):
         app.include_router(protocol.router, dependencies=protected)
     return app

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,9 +21,9 @@ from service.errors import OverloadedError, ServiceError
 
 logger = logging.getLogger(__name__)
 
-# Pydantic adds the union member tried ("str", "list[TextPart]") to an error's location;
-# the client needs the field path only.
-_UNION_TAG = re.compile(r"[\[\](),]|^(str|int|float|bool|list|dict|none|TextPart)$")
+# Pydantic adds the union member tried ("str", "list[TextPart]", a model's class name) to an
+# error's location; the client needs the field path only (request fields are snake_case).
+_UNION_TAG = re.compile(r"[\[\](),]|^(str|int|float|bool|list|dict|none)$|^[A-Z][A-Za-z0-9]*$")
 
 _STATUS_TYPES = {
     400: "invalid_request_error",
@@ -96,10 +97,16 @@ def service_error_response(path: str, error: ServiceError) -> JSONResponse:
 
 
 def _describe_validation(error: RequestValidationError) -> tuple[str, str | None]:
+    return describe_problems(error.errors())
+
+
+def describe_problems(errors: Sequence[Any], prefix: tuple[str | int, ...] = ()) -> tuple[str, str | None]:
+    """A 400 message and the first field's path for pydantic's problems, their locations under
+    `prefix` (for parts of a request validated on their own, such as one input item)."""
     problems = []
     first_param: str | None = None
-    for problem in error.errors():
-        location = [str(part) for part in problem.get("loc", ()) if part != "body"]
+    for problem in errors:
+        location = [str(part) for part in (*prefix, *problem.get("loc", ())) if part != "body"]
         if problem.get("type") == "json_invalid":
             return f"The request body is not valid JSON: {problem.get('msg')}", None
         location = [part for part in location if not _UNION_TAG.search(part)]

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="Where a model's thinking goes on OpenAI chat: reasoning_content, reasoning, or "
         "none (dropped). It never goes to content.",
     )
+    responses_store_size: int = Field(
+        256,
+        ge=0,
+        description="Responses API: how many recent responses are kept in memory for "
+        "previous_response_id and GET /v1/responses/{id}; the least recently used goes first. 0 = none.",
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
     context_size: int = Field(

@@ -18,6 +18,7 @@ def engine(**options: object) -> VllmEngine:
         "AsyncEngineArgs": lambda **kwargs: kwargs,
         "SamplingParams": lambda **kwargs: kwargs,
         "StructuredOutputsParams": lambda **kwargs: kwargs,
+        "StructuredOutputsConfig": lambda **kwargs: kwargs,
         "DELTA": "delta",
     }
     instance._stop_token_ids = [1, 106]
@@ -46,6 +47,8 @@ def test_engine_options_map_onto_vllm_arguments(monkeypatch: pytest.MonkeyPatch)
     assert arguments["enforce_eager"] is True and arguments["enable_prefix_caching"] is False
     assert arguments["kv_cache_memory_bytes"] == int(2.5 * 2**30)
     assert "max_queue" not in arguments  # a llama.cpp option, not vLLM's
+    # Compact JSON is an engine setting in vLLM: a request's disable_any_whitespace is not read.
+    assert arguments["structured_outputs_config"] == {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 def test_on_a_gpu_the_kv_cache_follows_gpu_memory_utilization(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,1 @@
+"""OpenAI Responses API: POST/GET/DELETE /v1/responses."""
