@@ -53,8 +53,8 @@ def test_models_file_entries(tmp_path: Path) -> None:
     ("text", "says"),
     [
         ("models:\n  - alias: a\n    engine: onnx\n", "entry 1 ('a'): field engine"),
-        ("models:\n  - alias: a\n    engine: llama_cpp\n    options: {tensor_parallel_size: 2}\n", "options.tensor_parallel_size is not an option of the llama_cpp engine"),
-        ("models:\n  - alias: a\n    engine: vllm\n    options: {gpu_memory_utilization: lots}\n", "options.gpu_memory_utilization must be float"),
+        ("models:\n  - alias: a\n    engine: llama_cpp\n    options: {tensor_parallel_size: 2}\n", "field options.tensor_parallel_size: not an option of the llama_cpp engine"),
+        ("models:\n  - alias: a\n    engine: vllm\n    options: {gpu_memory_utilization: lots}\n", "entry 1 ('a'): field options.gpu_memory_utilization: must be float, got 'lots'"),
         ("models:\n  - alias: a\n    engine: llama_cpp\n  - alias: a\n    engine: vllm\n", "entry 2 ('a'): field alias: 'a' is already used by entry 1"),
         ("models:\n  - engine: llama_cpp\n", "entry 1: field alias"),
         ("models:\n  - alias: a\n    engine: llama_cpp\n    colour: red\n", "field colour"),
