@@ -9,6 +9,7 @@ import importlib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 ModelFormat = Literal["gguf", "hf"]  # a GGUF file; an HF folder or model id
@@ -117,6 +118,8 @@ class EngineKind:
     formats: tuple[ModelFormat, ...]  # the model sources it can run
     settings_prefix: str  # JARVIS_<prefix><OPTION> sets an option's server-wide default
     check: Callable[[], Availability]  # cheap: no heavy import
+    # Its installed build in detail (version, CPU or GPU build, features); may start a child process.
+    build: Callable[[Path], dict[str, object]] = lambda cache_dir: {}
 
     def option(self, name: str) -> EngineOption | None:
         return next((option for option in self.options if option.name == name), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
+from backends import probe
 from backends.base import EngineError
 from backends.descriptor import Availability, EngineKind, EngineOption, ModelFormat
 
@@ -31,6 +32,7 @@ LLAMA_CPP = EngineKind(
     formats=("gguf",),
     settings_prefix="",
     check=_llama_cpp_available,
+    build=probe.llama_cpp_report,
     options=(
         EngineOption("n_gpu_layers", int, 0, "layers offloaded to the GPU; -1 = all, 0 = CPU only.", ge=-1, flag="n-gpu-layers"),
         EngineOption("n_threads", int, None, "CPU threads. Empty = all cores.", ge=1, flag="threads"),
@@ -46,6 +48,7 @@ VLLM = EngineKind(
     formats=("gguf", "hf"),
     settings_prefix="vllm_",
     check=_vllm_available,
+    build=probe.vllm_build_report,
     options=(
         EngineOption("tensor_parallel_size", int, 1, "GPUs one model is split over.", ge=1, flag="tensor-parallel-size"),
         EngineOption("pipeline_parallel_size", int, 1, "pipeline stages (GPUs or machines).", ge=1, flag="pipeline-parallel-size"),

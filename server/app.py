@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
-from server.routes import admin, chat, completions, embeddings, health, metrics, models, tokenize
+from server.routes import admin, admin_registry, chat, completions, embeddings, health, metrics, models, tokenize
 from service.gguf_client import GGUFClient
 from service.settings import Settings, load_settings
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(admin_registry.router)
     protected = [Depends(require_api_key)]
     for area in (chat, completions, embeddings, models, tokenize):
         app.include_router(area.router, dependencies=protected)

@@ -24,6 +24,7 @@ from service.errors import ModelNotFoundError, ModelNotReadyError
 from service.managed_model import Lease, ManagedModel, ModelState
 from service.model_files import resolve_model
 from service.model_registry import ModelEntry
+from service.registry_edits import RegistryService
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class ModelManager:
         self._load_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
         self._keep_alive_task: asyncio.Task | None = None
+        self.registry = RegistryService(settings, self)
 
     # ---- lookup ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -30,9 +31,13 @@ def fake_engine() -> FakeEngine:
     return FakeEngine()
 
 
+# The fast tier's cache directory: never the user's, whose registry file or audit log it must not read or write.
+FAST_TIER_CACHE = Path(tempfile.gettempdir()) / f"jarvis-fast-tier-{os.getuid()}"
+
+
 def make_settings(**overrides: object) -> Settings:
     """Settings for the fast tier: no .env, and a model name the fake engine stands in for."""
-    return Settings(_env_file=None, **{"model_name": "fake-model", **overrides})  # type: ignore[call-arg]
+    return Settings(_env_file=None, **{"model_name": "fake-model", "cache_dir": FAST_TIER_CACHE, **overrides})  # type: ignore[call-arg]
 
 
 @pytest_asyncio.fixture

@@ -15,7 +15,7 @@ from server.app import create_app
 from service.gguf_client import GGUFClient
 from service.model_registry import RegistryError, read_models_file
 from tests.conftest import make_settings
-from tests.fakes import FakeEngine
+from tests.fakes import EngineError, FakeEngine
 from tests.test_api import CHAT, assert_error, sse_events
 
 MODELS_YAML = """
@@ -76,9 +76,14 @@ class EngineShop:
 
     def __init__(self) -> None:
         self.made: list[tuple[str, str, FakeEngine]] = []
+        self.configs: list[tuple[str, str, object]] = []
         self.start_gate: asyncio.Event | None = None
+        self.failing: dict[str, str] = {}  # engine kind -> why it cannot start a model
 
     def __call__(self, entry, config) -> FakeEngine:  # noqa: ANN001
+        if entry.engine in self.failing:
+            raise EngineError(self.failing[entry.engine])
+        self.configs.append((entry.alias, entry.engine, config))
         engine = FakeEngine()
         engine.name = entry.engine
         engine._info = engine._info.__class__(**{**engine._info.__dict__, "model_id": entry.alias})
