@@ -2,6 +2,7 @@
 # ./run.sh        set up (venv, requirements, default model) and serve
 # ./run.sh test   the same set-up, plus the vLLM engine (its CPU or GPU build) and the test
 #                 requirements, then the whole test suite on both engines
+# ./run.sh cli .. the same set-up, then the `jarvis` command (.venv/bin/jarvis) with the arguments
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -117,6 +118,12 @@ setup() {
   # requirements-base.txt then finds it installed and never builds it with pip's defaults.
   "$VENV/bin/python" -m backends.llama_cpp_build install
   install_requirements requirements-base.txt
+  # The project itself, editable, for the `jarvis` command (.venv/bin/jarvis).
+  if is_stale pyproject.toml || [ ! -x "$VENV/bin/jarvis" ]; then
+    log "installing the jarvis command"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e .
+    sha256sum pyproject.toml | cut -d' ' -f1 > "$(stamp_of pyproject.toml)"
+  fi
   log "preparing the model"
   "$VENV/bin/python" -m service.model_files
   # Decode a few tokens in a child process; a build that crashes here is rebuilt portable.
@@ -137,7 +144,11 @@ case "$MODE" in
     install_requirements tests/requirements.txt
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  cli)
+    setup
+    exec "$VENV/bin/jarvis" "$@"
+    ;;
   *)
-    log "usage: ./run.sh [serve|test] [args...]"; exit 2
+    log "usage: ./run.sh [serve|test|cli] [args...]"; exit 2
     ;;
 esac

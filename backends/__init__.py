@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+from pathlib import Path
 
 from backends.base import Engine, EngineConfig, EngineError
 from backends.kinds import ENGINE_KINDS, engine_kind, engine_names
+from backends.probe import gpu_report
 
 
 def create_engine(name: str, config: EngineConfig) -> Engine:
@@ -42,6 +44,12 @@ def choose_engine(setting: str) -> tuple[str, str]:
     return "llama_cpp", f"auto: {why}, so llama.cpp"
 
 
+def machine_report(cache_dir: Path) -> dict[str, object]:
+    """Every engine kind (can it run here, why not, its build and options) and the GPUs."""
+    engines = [{**kind.describe(), "build": kind.build(cache_dir)} for kind in ENGINE_KINDS.values()]
+    return {"engines": engines, "gpus": gpu_report()}
+
+
 def preferred_engine(setting: str | None) -> tuple[str, str]:
     """The engine JARVIS_INFERENCE_ENGINE=fallback tries first, and why."""
     if setting:
@@ -60,6 +68,7 @@ __all__ = [
     "create_engine",
     "engine_kind",
     "engine_names",
+    "machine_report",
     "nvidia_gpu_present",
     "preferred_engine",
     "vllm_installed",

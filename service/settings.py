@@ -140,6 +140,12 @@ class CoreSettings(BaseSettings):
         return {name: value for name, value in values.items() if value is not None}
 
     @property
+    def local_url(self) -> str:
+        """Where a client on this machine reaches the server (a wildcard address means loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
     def audit_log_path(self) -> Path:
         return self.audit_log or self.cache_dir / "audit.log"
 

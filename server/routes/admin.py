@@ -12,8 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
-from backends import ENGINE_KINDS, choose_engine, engine_names, preferred_engine
-from backends.probe import gpu_report
+from backends import choose_engine, engine_names, machine_report, preferred_engine
 from server.dependencies import AdminIdentity, AppSettings, Client, require_admin_key
 from service.errors import InvalidRequestError
 from service.vllm_command import CommandParseError, parse_vllm_command
@@ -60,14 +59,10 @@ async def status(client: Client, settings: AppSettings) -> dict[str, object]:
 @router.get("/backends")
 async def backends(client: Client, settings: AppSettings) -> dict[str, object]:
     """Which engines can run here and why not, their builds, the GPUs, and the current choice."""
-    engines = []
-    for kind in ENGINE_KINDS.values():
-        build = await asyncio.to_thread(kind.build, settings.cache_dir)
-        engines.append({**kind.describe(), "build": build})
+    report = await asyncio.to_thread(machine_report, settings.cache_dir)
     preferred, preferred_reason = preferred_engine(settings.preferred_engine)
     return {
-        "engines": engines,
-        "gpus": await asyncio.to_thread(gpu_report),
+        **report,
         "choice": {
             "setting": settings.inference_engine,
             "engine": client.engine_name,
