@@ -61,7 +61,10 @@ VLLM = EngineKind(
             "max_model_len", int, None, "context length in tokens. Empty = the model's context size (JARVIS_CONTEXT_SIZE).",
             ge=256, flag="max-model-len", engine_argument=False,
         ),
-        EngineOption("dtype", str, "auto", "weight dtype (auto, bfloat16, float16, float32).", flag="dtype"),
+        EngineOption(
+            "dtype", Literal["auto", "half", "float16", "bfloat16", "float", "float32"], "auto",
+            "weight dtype; auto = as the model says.", flag="dtype",
+        ),
         EngineOption("quantization", str, None, "quantization method (awq, gptq, fp8, ...). Empty = as the model says.", flag="quantization"),
         EngineOption("enforce_eager", bool, False, "disable CUDA graphs (less memory, slower).", flag="enforce-eager"),
         EngineOption("enable_prefix_caching", bool, True, "reuse the KV cache of shared prefixes.", flag="enable-prefix-caching"),

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from backends import engine_names
-
 from cli.connection import Connection
 from cli.errors import CliError, ExitCode
 from service.model_registry import ModelEntry, RegistryError, load_registry

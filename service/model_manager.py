@@ -65,6 +65,7 @@ class ModelManager:
         self._retiring: set[asyncio.Task] = set()
         self._keep_alive_task: asyncio.Task | None = None
         self.registry = RegistryService(settings, self)
+        logger.info("model registry: %s (%s)", self.registry.file.path, self.registry.source)
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class ModelManager:
                 try:
                     engine, info, chat_format = await self._start(model, entry, fallback=bool(failures))
                 except Exception as error:
-                    failures.append((engine_name, str(error)))
+                    failures.append((engine_name, " ".join(str(error).split())))  # one line, for /health
                     logger.error("model %s could not start on %s: %s", model.entry.alias, engine_name, error)
                     continue
                 model.engine, model.info, model.chat_format, model.engine_kind = engine, info, chat_format, engine_name
