@@ -43,7 +43,9 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 
 def facts(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
-    grid = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+    if title:
+        console.print(Text(title, style="italic"))
+    grid = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for name, value in pairs:
