@@ -3,6 +3,7 @@
 # ./run.sh test   the same set-up, plus the vLLM engine (its CPU or GPU build) and the test
 #                 requirements, then the whole test suite on both engines
 # ./run.sh lint   ruff check, with the project's configuration (pyproject.toml)
+# ./run.sh cli .. the same set-up, then the `jarvis` command (.venv/bin/jarvis) with the arguments
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,11 +16,11 @@ log() { printf '[run.sh] %s\n' "$*" >&2; }
 find_python() {
   for candidate in python3.11 python3.12 python3 python; do
     if command -v "$candidate" >/dev/null 2>&1 \
-      && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+      && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       echo "$candidate"; return 0
     fi
   done
-  log "Python 3.10 or newer is required (3.11 recommended)"; exit 1
+  log "Python 3.11 or newer is required"; exit 1
 }
 
 # A setting from the environment, else from .env (last assignment wins), else empty.
@@ -118,6 +119,12 @@ setup() {
   # requirements-base.txt then finds it installed and never builds it with pip's defaults.
   "$VENV/bin/python" -m backends.llama_cpp_build install
   install_requirements requirements-base.txt
+  # The project itself, editable, for the `jarvis` command (.venv/bin/jarvis).
+  if is_stale pyproject.toml || [ ! -x "$VENV/bin/jarvis" ]; then
+    log "installing the jarvis command"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e .
+    sha256sum pyproject.toml | cut -d' ' -f1 > "$(stamp_of pyproject.toml)"
+  fi
   log "preparing the model"
   "$VENV/bin/python" -m service.model_files
   # Decode a few tokens in a child process; a build that crashes here is rebuilt portable.
@@ -143,7 +150,11 @@ case "$MODE" in
     install_requirements tests/requirements.txt
     exec "$VENV/bin/ruff" check "$@"
     ;;
+  cli)
+    setup
+    exec "$VENV/bin/jarvis" "$@"
+    ;;
   *)
-    log "usage: ./run.sh [serve|test|lint] [args...]"; exit 2
+    log "usage: ./run.sh [serve|test|lint|cli] [args...]"; exit 2
     ;;
 esac

@@ -1,49 +1,20 @@
-"""Inference engines, one module each, looked up by name. Importing this package is cheap:
-an engine module is imported only when that engine is chosen."""
+"""Inference engines, one module each, declared once as engine kinds (`backends.kinds`).
+Importing this package is cheap: an engine module is imported only when that engine is chosen."""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import shutil
 import subprocess
+from pathlib import Path
 
 from backends.base import Engine, EngineConfig, EngineError
-
-# name -> "module:Class". Lazy so that a llama.cpp user never imports vLLM, and vice versa.
-ENGINES: dict[str, str] = {
-    "llama_cpp": "backends.llama_cpp_engine:LlamaCppEngine",
-    "vllm": "backends.vllm_engine:VllmEngine",
-}
-
-
-# Per-engine options a models.yaml entry may set, with their types.
-ENGINE_OPTIONS: dict[str, dict[str, type]] = {
-    "llama_cpp": {"n_gpu_layers": int, "n_threads": int, "parallel": int, "max_queue": int},
-    "vllm": {
-        "tensor_parallel_size": int,
-        "pipeline_parallel_size": int,
-        "gpu_memory_utilization": float,
-        "max_model_len": int,
-        "dtype": str,
-        "quantization": str,
-        "enforce_eager": bool,
-        "enable_prefix_caching": bool,
-        "max_num_seqs": int,
-        "distributed_executor_backend": str,
-        "cpu_kvcache_space_gb": float,
-    },
-}
+from backends.kinds import ENGINE_KINDS, engine_kind, engine_names
+from backends.probe import gpu_report
 
 
 def create_engine(name: str, config: EngineConfig) -> Engine:
-    try:
-        target = ENGINES[name]
-    except KeyError:
-        raise EngineError(f"unknown inference engine {name!r}; choose one of {sorted(ENGINES)}") from None
-    module_name, class_name = target.split(":")
-    engine_class = getattr(importlib.import_module(module_name), class_name)
-    return engine_class(config)
+    return engine_kind(name).load_class()(config)
 
 
 def nvidia_gpu_present() -> bool:
@@ -60,7 +31,10 @@ def vllm_installed() -> bool:
 
 
 def choose_engine(setting: str) -> tuple[str, str]:
-    """The engine to use for JARVIS_INFERENCE_ENGINE=`setting`, and why."""
+    """What JARVIS_INFERENCE_ENGINE=`setting` means here, and why. `auto` resolves to an engine
+    kind; `fallback` stays a policy (the preferred engine, then the others, tried at load)."""
+    if setting == "fallback":
+        return setting, "fallback: the preferred engine, and another one when the model cannot start on it"
     if setting != "auto":
         return setting, f"JARVIS_INFERENCE_ENGINE={setting}"
     installed = vllm_installed()
@@ -68,3 +42,34 @@ def choose_engine(setting: str) -> tuple[str, str]:
         return "vllm", "auto: vLLM is installed and an NVIDIA GPU is present"
     why = "no NVIDIA GPU is present" if installed else "vLLM is not installed"
     return "llama_cpp", f"auto: {why}, so llama.cpp"
+
+
+def machine_report(cache_dir: Path) -> dict[str, object]:
+    """Every engine kind (can it run here, why not, its build and options) and the GPUs."""
+    engines = [{**kind.describe(), "build": kind.build(cache_dir)} for kind in ENGINE_KINDS.values()]
+    return {"engines": engines, "gpus": gpu_report()}
+
+
+def preferred_engine(setting: str | None) -> tuple[str, str]:
+    """The engine JARVIS_INFERENCE_ENGINE=fallback tries first, and why."""
+    if setting:
+        return setting, f"JARVIS_PREFERRED_ENGINE={setting}"
+    if nvidia_gpu_present():
+        return "vllm", "vLLM, as an NVIDIA GPU is present"
+    return "llama_cpp", "llama.cpp, as no NVIDIA GPU is present"
+
+
+__all__ = [
+    "ENGINE_KINDS",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "choose_engine",
+    "create_engine",
+    "engine_kind",
+    "engine_names",
+    "machine_report",
+    "nvidia_gpu_present",
+    "preferred_engine",
+    "vllm_installed",
+]

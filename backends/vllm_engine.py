@@ -28,6 +28,7 @@ from backends.base import (
     SamplingParams,
 )
 from backends.gguf_to_hf import ConversionError, ensure_hf_folder
+from backends.kinds import VLLM
 from backends.vllm_embedder import VllmEmbedder
 from backends.vllm_environment import prepare_vllm_environment
 
@@ -44,10 +45,7 @@ IMPORT_FIX = (
 DEFAULT_CPU_KVCACHE_GB = 1.0  # ~58k tokens of KV for gemma-3-270m
 
 # Engine options (models.yaml / JARVIS_VLLM_*) that pass to vLLM's engine arguments unchanged.
-PASSTHROUGH_OPTIONS = (
-    "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend", "gpu_memory_utilization",
-    "dtype", "quantization", "enforce_eager", "enable_prefix_caching", "max_num_seqs",
-)
+PASSTHROUGH_OPTIONS = tuple(option.name for option in VLLM.options if option.engine_argument)
 
 
 class VllmEngine:

@@ -18,7 +18,7 @@ from protocols.responses.store import ResponseStore
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
-from server.routes import admin, health, metrics
+from server.routes import admin, admin_registry, health, metrics
 from server.security import docs_options, install_security
 from service.gguf_client import GGUFClient
 from service.settings import Settings, load_settings
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(admin_registry.router)
     protected = [Depends(require_api_key)]
     for protocol in (openai_routes, anthropic_routes, responses_routes):
         app.include_router(protocol.router, dependencies=protected)

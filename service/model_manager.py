@@ -9,95 +9,50 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 
-from backends import ENGINE_OPTIONS, create_engine
-from backends.base import Engine, EngineConfig, EngineInfo
+from backends import create_engine, engine_kind, engine_names
+from backends.base import Engine, EngineConfig, EngineError, EngineInfo
+from backends.kinds import model_format
 from chat_formats import ChatFormat, resolve_chat_format
 from service.errors import ModelNotFoundError, ModelNotReadyError
+from service.managed_model import Lease, ManagedModel, ModelState
 from service.model_files import resolve_model
 from service.model_registry import ModelEntry
+from service.registry_edits import RegistryService
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[ModelEntry, EngineConfig], Engine]
 
+__all__ = ["EngineFactory", "Lease", "ManagedModel", "ModelManager", "ModelState", "RegistryApplied"]
+
 
 def default_engine_factory(entry: ModelEntry, config: EngineConfig) -> Engine:
+    """The real engine of the entry's kind, if that kind can run this model here."""
+    kind = engine_kind(entry.engine)
+    available = kind.availability()
+    if not available.available:
+        raise EngineError(available.reason)
+    source = model_format(entry.model)
+    if not kind.runs(source):
+        raise EngineError(f"{kind.label} cannot run {entry.model!r}: it runs {' and '.join(kind.formats)} models, this is {source}")
     return create_engine(entry.engine, config)
 
 
-class ModelState(StrEnum):
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    LOADED = "loaded"
-    UNLOADING = "unloading"
-    FAILED = "failed"
+@dataclass(frozen=True)
+class RegistryApplied:
+    """What applying a registry changed: alias -> added, updated, reloaded, removed or unchanged;
+    and the models being reloaded (await `ModelManager.settled` for them)."""
 
-
-@dataclass(eq=False)
-class ManagedModel:
-    entry: ModelEntry
-    state: ModelState = ModelState.UNLOADED
-    stage: str = "unloaded"  # what a loading model is doing, for /health and status
-    failure: str | None = None
-    engine: Engine | None = None
-    info: EngineInfo | None = None
-    chat_format: ChatFormat | None = None
-    in_flight: int = 0
-    last_used: float = 0.0
-    load_seconds: float | None = None
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    transition: asyncio.Task | None = None  # the load or unload under way
-
-    def __post_init__(self) -> None:
-        self.idle.set()
-
-    def engine_failure(self) -> str | None:
-        """Why the loaded engine can no longer serve (its decode loop died), or None."""
-        health = getattr(self.engine, "health", None)
-        return health() if callable(health) else None
-
-    def status(self) -> dict[str, object]:
-        stats = getattr(self.engine, "stats", None)
-        return {
-            "alias": self.entry.alias,
-            "aliases": list(self.entry.aliases),
-            "engine": self.entry.engine,
-            "model": self.entry.model or "(packaged gemma-3-270m)",
-            "state": self.state.value,
-            "stage": self.stage,
-            "failure": self.failure or (self.engine_failure() if self.state == ModelState.LOADED else None),
-            "in_flight": self.in_flight,
-            "load_seconds": self.load_seconds,
-            "engine_stats": stats() if callable(stats) and self.state == ModelState.LOADED else None,
-        }
-
-
-@dataclass(eq=False)
-class Lease:
-    """A loaded model held for one request; release it when the request ends (idempotent)."""
-
-    model: ManagedModel
-    engine: Engine
-    info: EngineInfo
-    chat_format: ChatFormat
-    _released: bool = False
-
-    def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        self.model.in_flight -= 1
-        self.model.last_used = time.monotonic()
-        if self.model.in_flight == 0:
-            self.model.idle.set()
+    outcomes: dict[str, str]
+    reloading: list[ManagedModel]
 
 
 class ModelManager:
@@ -105,9 +60,12 @@ class ModelManager:
         self._settings = settings
         self._models = [ManagedModel(entry) for entry in entries]
         self._factory = engine_factory or default_engine_factory
+        self._fallback = settings.inference_engine == "fallback"
         self._load_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
         self._keep_alive_task: asyncio.Task | None = None
+        self.registry = RegistryService(settings, self)
+        logger.info("model registry: %s (%s)", self.registry.file.path, self.registry.source)
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -183,33 +141,56 @@ class ModelManager:
         return model
 
     async def _load(self, model: ManagedModel) -> None:
+        """Start the model on its engine; with JARVIS_INFERENCE_ENGINE=fallback, on the next
+        engine kind when it cannot start there."""
         async with self._load_lock:  # one load at a time: memory is the constraint
             await self._make_room(model)
             started = time.monotonic()
-            engine: Engine | None = None
-            try:
-                model.stage = "preparing model"
-                path = await asyncio.to_thread(resolve_model, model.entry.model, self._settings.cache_dir)
-                engine = self._factory(model.entry, self._engine_config(model, path))
-                model.stage = "loading model"
-                await engine.start()
-                info = engine.info()
-                chat_format = resolve_chat_format(model.entry.chat_format, info.architecture, info.chat_template)
-            except Exception as error:
-                model.state, model.stage, model.failure = ModelState.FAILED, "failed", str(error)
-                logger.error("model %s failed to load: %s", model.entry.alias, error)
-                if engine is not None:
-                    with contextlib.suppress(Exception):
-                        await engine.close()
+            failures: list[tuple[str, str]] = []
+            wanted = model.serving_entry
+            for engine_name in self._engine_order(wanted):
+                entry = wanted if engine_name == wanted.engine else wanted.for_engine(engine_name)
+                try:
+                    engine, info, chat_format = await self._start(model, entry, fallback=bool(failures))
+                except Exception as error:
+                    failures.append((engine_name, " ".join(str(error).split())))  # one line, for /health
+                    logger.error("model %s could not start on %s: %s", model.entry.alias, engine_name, error)
+                    continue
+                model.engine, model.info, model.chat_format, model.engine_kind = engine, info, chat_format, engine_name
+                model.fallback = _fallback_note(failures, engine_name)
+                model.load_seconds = time.monotonic() - started
+                model.last_used = time.monotonic()
+                model.state, model.stage = ModelState.LOADED, "ready"
+                if model.fallback:
+                    logger.warning("model %s: %s", model.entry.alias, model.fallback)
+                logger.info(
+                    "model %s (%s) ready on %s in %.1f s: context %d, chat format %s",
+                    model.entry.alias, info.model_id, engine_name, model.load_seconds, info.context_length, chat_format.name,
+                )
                 return
-            model.engine, model.info, model.chat_format = engine, info, chat_format
-            model.load_seconds = time.monotonic() - started
-            model.last_used = time.monotonic()
-            model.state, model.stage = ModelState.LOADED, "ready"
-            logger.info(
-                "model %s (%s) ready on %s in %.1f s: context %d, chat format %s",
-                model.entry.alias, info.model_id, engine.name, model.load_seconds, info.context_length, chat_format.name,
-            )
+            model.state, model.stage = ModelState.FAILED, "failed"
+            model.failure = failures[0][1] if len(failures) == 1 else "; ".join(f"on {name}: {why}" for name, why in failures)
+
+    def _engine_order(self, entry: ModelEntry) -> list[str]:
+        if not self._fallback:
+            return [entry.engine]
+        return [entry.engine, *(name for name in engine_names() if name != entry.engine)]
+
+    async def _start(self, model: ManagedModel, entry: ModelEntry, fallback: bool) -> tuple[Engine, EngineInfo, ChatFormat]:
+        engine: Engine | None = None
+        try:
+            model.stage = "preparing model"
+            path = await asyncio.to_thread(resolve_model, entry.model, self._settings.cache_dir)
+            engine = self._factory(entry, self._engine_config(model, entry, path))
+            model.stage = f"loading model on {entry.engine} (fallback)" if fallback else "loading model"
+            await engine.start()
+            info = engine.info()
+            return engine, info, resolve_chat_format(entry.chat_format, info.architecture, info.chat_template)
+        except BaseException:
+            if engine is not None:
+                with contextlib.suppress(Exception):
+                    await engine.close()
+            raise
 
     async def _make_room(self, incoming: ManagedModel) -> None:
         while True:
@@ -233,6 +214,7 @@ class ModelManager:
         model.state, model.stage = ModelState.UNLOADING, "waiting for in-flight requests"
         await model.idle.wait()
         engine, model.engine, model.info, model.chat_format = model.engine, None, None, None
+        model.engine_kind = model.fallback = None
         model.stage = "unloading"
         if engine is not None:
             await engine.close()
@@ -241,29 +223,87 @@ class ModelManager:
         model.state, model.stage = ModelState.UNLOADED, "unloaded"
         logger.info("model %s unloaded", model.entry.alias)
 
-    # ---- runtime engine switch --------------------------------------------------------------
+    # ---- changes at runtime: engine switch, registry changes -------------------------------
 
     async def switch_engine(self, engine_name: str, alias: str | None = None) -> tuple[ManagedModel, str]:
         """Serve `alias` (default: the default model) on `engine_name` from now on. Requests in
-        flight finish on the old engine, which is unloaded after them."""
+        flight finish on the old engine; then it is unloaded and the new one loaded."""
         old = self.by_alias(alias) if alias else self.default
-        previous = old.entry.engine
-        if previous == engine_name:
+        previous = old.running_engine
+        if previous == engine_name and old.serving_entry.engine == engine_name:
             return old, previous
-        options = self._settings.vllm_options() if engine_name == "vllm" else {}
-        options.update({k: v for k, v in old.entry.options.items() if k in ENGINE_OPTIONS[engine_name]})
-        new = ManagedModel(old.entry.model_copy(update={"engine": engine_name, "options": options}))
+        new = ManagedModel(old.entry, engine_override=engine_name if engine_name != old.entry.engine else None)
         self._models[self._models.index(old)] = new
-        if old.state in (ModelState.LOADED, ModelState.LOADING):
-            task = asyncio.create_task(self._retire(old))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-        await self.start_loading(new)
+        self._reload(old, new)
+        await asyncio.shield(new.transition)  # type: ignore[arg-type]
         return new, previous
+
+    def apply_registry(self, entries: list[ModelEntry]) -> RegistryApplied:
+        """Serve `entries` from now on. A loaded model whose engine, model, chat format, context
+        or options changed is reloaded once its in-flight requests finish; a removed one is
+        unloaded after them; other changes apply at once."""
+        current = {model.entry.alias: model for model in self._models}
+        models: list[ManagedModel] = []
+        outcomes: dict[str, str] = {}
+        reloading: list[ManagedModel] = []
+        for entry in entries:
+            model = current.pop(entry.alias, None)
+            if model is None:
+                models.append(ManagedModel(entry))
+                outcomes[entry.alias] = "added"
+            elif model.entry == entry:
+                models.append(model)
+                outcomes[entry.alias] = "unchanged"
+            elif not _needs_reload(model.entry, entry):
+                model.entry = entry
+                models.append(model)
+                outcomes[entry.alias] = "updated"
+            else:
+                # A runtime engine choice survives a change that leaves the entry's engine alone.
+                override = model.engine_override if entry.engine == model.entry.engine else None
+                replacement = ManagedModel(entry, engine_override=override)
+                models.append(replacement)
+                if model.state in (ModelState.LOADED, ModelState.LOADING):
+                    self._reload(model, replacement)
+                    reloading.append(replacement)
+                    outcomes[entry.alias] = "reloaded"
+                else:
+                    self._retire_in_background(model)
+                    outcomes[entry.alias] = "updated"
+        for removed in current.values():
+            self._retire_in_background(removed)
+            outcomes[removed.entry.alias] = "removed"
+        self._models = models
+        if self._keep_alive_task is None:
+            self.start_keep_alive()
+        return RegistryApplied(outcomes, reloading)
+
+    @staticmethod
+    async def settled(models: list[ManagedModel]) -> None:
+        """Wait until the loads or reloads of `models` have ended (loaded or failed)."""
+        for model in models:
+            if model.transition is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(model.transition)
+
+    def _reload(self, old: ManagedModel, new: ManagedModel) -> None:
+        new.state, new.stage = ModelState.LOADING, "waiting for the previous version's requests to finish"
+        new.transition = asyncio.create_task(self._replace(old, new))
+
+    async def _replace(self, old: ManagedModel, new: ManagedModel) -> None:
+        await self._retire(old)
+        new.stage = "waiting to load"
+        await self._load(new)
+
+    def _retire_in_background(self, model: ManagedModel) -> None:
+        task = asyncio.create_task(self._retire(model))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, model: ManagedModel) -> None:
         if model.transition is not None and not model.transition.done():
-            await asyncio.shield(model.transition)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(model.transition)
         if model.state == ModelState.LOADED:
             await self._unload(model)
 
@@ -278,9 +318,9 @@ class ModelManager:
         return self._settings.keep_alive_seconds if value is None else value
 
     async def _keep_alive_loop(self) -> None:
-        interval = max(0.1, min(self._keep_alive(m) for m in self._models if self._keep_alive(m) > 0) / 4)
         while True:
-            await asyncio.sleep(interval)
+            periods = [self._keep_alive(m) for m in self._models if self._keep_alive(m) > 0]
+            await asyncio.sleep(max(0.1, min(periods, default=60) / 4))
             now = time.monotonic()
             for model in self._models:
                 keep_alive = self._keep_alive(model)
@@ -301,20 +341,35 @@ class ModelManager:
                 model.engine = None
                 model.state = ModelState.UNLOADED
 
-    def _engine_config(self, model: ManagedModel, model_path: str) -> EngineConfig:
-        settings = self._settings
-        entry = model.entry
-        options = dict(entry.options)
+    def engine_options(self, entry: ModelEntry) -> dict[str, object]:
+        """The options `entry` runs with: the server-wide values (JARVIS_...) overlaid by its own."""
+        own = {name: value for name, value in entry.options.items() if value is not None}
+        return {**self._settings.engine_defaults(engine_kind(entry.engine)), **own}
+
+    def _engine_config(self, model: ManagedModel, entry: ModelEntry, model_path: str) -> EngineConfig:
+        options = self.engine_options(entry)
+        # Options EngineConfig has a field for go there; the rest travel in `options`.
+        direct = {field.name for field in dataclasses.fields(EngineConfig)}
+        fields = {name: options.pop(name) for name in list(options) if name in direct}
         return EngineConfig(
             model=model_path,
-            context_size=entry.context_size or settings.context_size,
-            cache_dir=str(settings.cache_dir),
-            n_threads=options.pop("n_threads", settings.n_threads),  # type: ignore[arg-type]
-            n_gpu_layers=options.pop("n_gpu_layers", settings.n_gpu_layers),  # type: ignore[arg-type]
-            parallel=options.pop("parallel", settings.parallel),  # type: ignore[arg-type]
-            options={"max_queue": settings.max_queue, "prompt_cache_disk_mb": settings.prompt_cache_disk_mb, **options},
+            context_size=entry.context_size or self._settings.context_size,
+            cache_dir=str(self._settings.cache_dir),
+            options=options,
             on_stage=lambda stage: setattr(model, "stage", stage),
+            **fields,  # type: ignore[arg-type]
         )
+
+
+def _needs_reload(old: ModelEntry, new: ModelEntry) -> bool:
+    return any(getattr(old, name) != getattr(new, name) for name in ModelEntry.RELOAD_FIELDS)
+
+
+def _fallback_note(failures: list[tuple[str, str]], engine_name: str) -> str | None:
+    if not failures:
+        return None
+    tried = "; ".join(f"{name} could not start it ({why})" for name, why in failures)
+    return f"{tried}; running on {engine_name} instead"
 
 
 def _release_memory() -> None:

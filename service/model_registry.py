@@ -1,26 +1,62 @@
-"""The models this server can serve: the entries of models.yaml (JARVIS_MODELS_FILE), or the one
-model configured in .env. Errors name the entry and the field."""
+"""The models this server can serve: the entries of a models.yaml registry, or the one model
+configured in .env. Errors name the entry and the field.
+
+Which registry: JARVIS_MODELS_FILE when set; else `<cache dir>/models.yaml` when the admin API
+has written one (a server started from .env alone writes it on its first registry change);
+else the one model of .env."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from backends import ENGINE_OPTIONS
-from service.settings import Settings
+from backends import preferred_engine
+from backends.kinds import ENGINE_KINDS, engine_kind, engine_names
+from service.settings import Settings, SettingsError
 
-EngineName = Literal["llama_cpp", "vllm"]
+EngineName = Literal[engine_names()]  # type: ignore[valid-type]
+REGISTRY_FILE_NAME = "models.yaml"
 
 
-class RegistryError(ValueError):
-    """models.yaml cannot be used; the message names the entry and the field."""
+class RegistryError(SettingsError):
+    """The registry cannot be used; the message names the entry and the field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class OptionError(ValueError):
+    """An engine option of an entry is unknown or invalid; `field` is its path (options.NAME)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class ModelSource(BaseModel):
+    """What `jarvis add-model` read about the model; informative, never needed to serve it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["gguf", "hf-folder", "hf-id", "vllm-command"]
+    local: bool = True  # false: an HF id vLLM fetches on first load
+    architecture: str | None = None
+    quantization: str | None = None
+    dtype: str | None = None
+    context_length: int | None = None
+    embedded_chat_template: bool | None = None
 
 
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Changing any of these on a loaded model means loading it again.
+    RELOAD_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "model", "chat_format", "context_size", "options"})
 
     alias: str = Field(min_length=1, description="the name requests use")
     engine: EngineName
@@ -32,6 +68,7 @@ class ModelEntry(BaseModel):
     tool_support: Literal["auto", "native", "react", "none"] = "auto"
     keep_alive_seconds: float | None = Field(None, ge=0, description="idle time before unloading; 0 = never")
     options: dict[str, Any] = Field(default_factory=dict)
+    source: ModelSource | None = None
 
     @field_validator("aliases", mode="before")
     @classmethod
@@ -40,38 +77,61 @@ class ModelEntry(BaseModel):
 
     @model_validator(mode="after")
     def _known_options(self) -> ModelEntry:
-        allowed = ENGINE_OPTIONS[self.engine]
+        kind = engine_kind(self.engine)
         for name, value in self.options.items():
-            if name not in allowed:
-                raise ValueError(f"options.{name} is not an option of the {self.engine} engine (known: {', '.join(sorted(allowed))})")
-            expected = allowed[name]
-            ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise ValueError(f"options.{name} must be {expected.__name__}, got {value!r}")
+            option = kind.option(name)
+            if option is None:
+                known = ", ".join(sorted(kind.option_names))
+                raise OptionError(f"options.{name}", f"not an option of the {self.engine} engine (known: {known})")
+            problem = option.problem(value)
+            if problem:
+                raise OptionError(f"options.{name}", problem)
         return self
 
     def names(self) -> tuple[str, ...]:
         return (self.alias, *self.aliases)
 
+    def for_engine(self, engine: str) -> ModelEntry:
+        """This entry on another engine kind, keeping the options that kind has too."""
+        kind = engine_kind(engine)
+        options = {name: value for name, value in self.options.items() if kind.option(name) is not None}
+        return self.model_copy(update={"engine": engine, "options": options})
+
+    def document(self) -> dict[str, Any]:
+        """The entry as written in models.yaml: the fields that differ from their defaults."""
+        written = self.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+        written["engine"] = self.engine  # always written, though it is never defaulted
+        return {name: written[name] for name in type(self).model_fields if name in written}
+
+
+def registry_path(settings: Settings) -> Path | None:
+    """The registry file in use, or None for the one model of .env."""
+    if settings.models_file is not None:
+        return settings.models_file
+    written = written_registry_path(settings)
+    return written if written.is_file() else None
+
+
+def written_registry_path(settings: Settings) -> Path:
+    """Where a server started from .env alone writes its registry on the first change."""
+    return settings.cache_dir / REGISTRY_FILE_NAME
+
 
 def load_registry(settings: Settings) -> list[ModelEntry]:
-    if settings.models_file is None:
+    path = registry_path(settings)
+    if path is None:
         return [entry_from_settings(settings)]
-    return read_models_file(settings.models_file)
+    return read_models_file(path)
 
 
 def entry_from_settings(settings: Settings) -> ModelEntry:
-    """The one model of .env as a registry entry."""
+    """The one model of .env as a registry entry. Its engine options come from the settings when
+    it is loaded, so the entry carries none."""
     model = settings.model_name
     alias = Path(model).name.removesuffix(".gguf") if model else "gemma-3-270m-q4_k_m"
     engine = settings.inference_engine
-    options: dict[str, Any] = {"parallel": settings.parallel, "max_queue": settings.max_queue, "n_gpu_layers": settings.n_gpu_layers}
-    if settings.n_threads is not None:
-        options["n_threads"] = settings.n_threads
-    if engine == "vllm":
-        options = settings.vllm_options()
+    if engine not in ENGINE_KINDS:  # auto is resolved before this; fallback starts on the preferred engine
+        engine, _ = preferred_engine(settings.preferred_engine)
     return ModelEntry(
         alias=alias,
         engine=engine,
@@ -79,35 +139,53 @@ def entry_from_settings(settings: Settings) -> ModelEntry:
         aliases=tuple(settings.model_aliases()),
         chat_format=settings.chat_format,
         tool_support=settings.tool_support,
-        options=options,
     )
 
 
 def read_models_file(path: Path) -> list[ModelEntry]:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise RegistryError(f"JARVIS_MODELS_FILE={path}: cannot read it ({error.strerror})") from None
+    return parse_registry_text(text, str(path))
+
+
+def parse_registry_text(text: str, label: str) -> list[ModelEntry]:
+    """The entries of a models.yaml text; what a start reads, and what every change is checked with."""
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise RegistryError(f"{path}: not valid YAML: {error}") from None
+        raise RegistryError(f"{label}: not valid YAML: {' '.join(str(error).split())}") from None
     raw_entries = document.get("models") if isinstance(document, dict) else document
     if not isinstance(raw_entries, list) or not raw_entries:
-        raise RegistryError(f"{path}: expected a non-empty list of models (a top-level 'models:' list)")
+        raise RegistryError(f"{label}: expected a non-empty list of models (a top-level 'models:' list)")
+    return validate_entries(raw_entries, label)
+
+
+def validate_entries(raw_entries: list[Any], label: str) -> list[ModelEntry]:
     entries: list[ModelEntry] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(raw_entries, start=1):
-        label = f"{path}: entry {number}" + (f" ({raw.get('alias')!r})" if isinstance(raw, dict) and raw.get("alias") else "")
-        if not isinstance(raw, dict):
-            raise RegistryError(f"{label}: expected a mapping of fields")
-        try:
-            entry = ModelEntry(**raw)
-        except ValidationError as error:
-            problem = error.errors()[0]
-            field = ".".join(str(part) for part in problem["loc"]) or "entry"
-            raise RegistryError(f"{label}: field {field}: {problem['msg'].removeprefix('Value error, ')}") from None
+        where = f"{label}: entry {number}" + (f" ({raw.get('alias')!r})" if isinstance(raw, dict) and raw.get("alias") else "")
+        entry = validate_entry(raw, where)
         for name in entry.names():
             if name in seen:
-                raise RegistryError(f"{label}: field alias: {name!r} is already used by entry {seen[name]}")
+                raise RegistryError(f"{where}: field alias: {name!r} is already used by entry {seen[name]}", "alias")
             seen[name] = number
         entries.append(entry)
     return entries
+
+
+def validate_entry(raw: object, where: str) -> ModelEntry:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: expected a mapping of fields")
+    try:
+        return ModelEntry(**raw)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        cause = problem.get("ctx", {}).get("error")
+        if isinstance(cause, OptionError):  # raised across fields: it names its own
+            field, message = cause.field, cause.problem
+        raise RegistryError(f"{where}: field {field or 'entry'}: {message}", field or None) from None

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backends.descriptor import EngineKind
+from backends.kinds import ENGINE_KINDS, engine_names
 from service.paths import default_cache_dir
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -16,9 +18,18 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 CommaList = Annotated[list[str], NoDecode]
 
 MiB = 1024 * 1024
+EngineKindName = Literal[engine_names()]  # type: ignore[valid-type]
+EngineSetting = Literal[(*engine_names(), "auto", "fallback")]  # type: ignore[valid-type]
+_ENGINE_LIST = ", ".join(engine_names())
 
 
-class Settings(BaseSettings):
+def _blank_to_none(cls: type, value: object) -> object:
+    return None if value == "" else value
+
+
+class CoreSettings(BaseSettings):
+    """The settings other than engine options; `Settings` adds one field per engine option."""
+
     model_config = SettingsConfigDict(
         env_prefix="JARVIS_",
         env_file=".env",
@@ -27,14 +38,21 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    inference_engine: Literal["llama_cpp", "vllm", "auto"] = Field(
+    inference_engine: EngineSetting = Field(
         "llama_cpp",
-        description="Engine that runs the model in this process: llama_cpp, vllm, or auto (vllm when "
-        "it is installed and a GPU is present, else llama_cpp).",
+        description=f"Engine that runs the model in this process: {_ENGINE_LIST}, auto (vllm when "
+        "it is installed and a GPU is present, else llama_cpp), or fallback (the preferred engine, and "
+        "the other one when the model cannot start on it).",
+    )
+    preferred_engine: EngineKindName | None = Field(
+        None,
+        description="With JARVIS_INFERENCE_ENGINE=fallback: the engine tried first. Empty = vllm where "
+        "an NVIDIA GPU is present, else llama_cpp.",
     )
     models_file: Path | None = Field(
         None,
-        description="A models.yaml registry of several models (see README). Empty = the one model below.",
+        description="A models.yaml registry of several models (see README). Empty = <cache dir>/models.yaml "
+        "when the admin API has written one, else the one model below.",
     )
     model_name: str = Field(
         "",
@@ -72,22 +90,8 @@ class Settings(BaseSettings):
     context_size: int = Field(
         8192, ge=256, description="Context length in tokens (prompt + answer) per request."
     )
-    n_threads: int | None = Field(
-        None, ge=1, description="CPU threads for llama.cpp. Empty = all cores."
-    )
-    n_gpu_layers: int = Field(
-        0, ge=-1, description="Layers to offload to the GPU (llama_cpp); -1 = all, 0 = CPU only."
-    )
     max_tokens: int = Field(
         512, ge=1, description="Answer length limit used when a request gives no max_tokens."
-    )
-    parallel: int = Field(4, ge=1, le=64, description="Requests decoded at once by llama.cpp (slots).")
-    max_queue: int = Field(
-        16, ge=0, description="Requests that may wait for a free slot; past it the answer is 429."
-    )
-    prompt_cache_disk_mb: int = Field(
-        1024, ge=0, description="llama.cpp: disk space (MiB) for cached prompt prefixes saved when a model unloads or the "
-        "server stops, restored when it loads again. 0 = keep nothing on disk.",
     )
     shutdown_grace_seconds: float = Field(
         30, gt=0, description="On SIGTERM or SIGINT: how long running requests may take to finish before the server stops.",
@@ -100,23 +104,6 @@ class Settings(BaseSettings):
     )
     model_start_timeout: float = Field(
         600, gt=0, description="How long a request waits for its model to load (seconds)."
-    )
-    vllm_tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over.")
-    vllm_pipeline_parallel_size: int = Field(1, ge=1, description="vLLM: pipeline stages (GPUs or machines).")
-    vllm_distributed_executor_backend: Literal["mp", "ray"] | None = Field(
-        None, description="vLLM: mp (one machine) or ray (several machines). Empty = vLLM's choice."
-    )
-    vllm_gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="vLLM: share of GPU memory it may use."
-    )
-    vllm_max_model_len: int = Field(4096, ge=256, description="vLLM: context length in tokens.")
-    vllm_dtype: str = Field("auto", description="vLLM: weight dtype (auto, bfloat16, float16, float32).")
-    vllm_quantization: str | None = Field(None, description="vLLM: quantization method (awq, gptq, fp8, ...).")
-    vllm_enforce_eager: bool = Field(False, description="vLLM: disable CUDA graphs (less memory, slower).")
-    vllm_enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prefixes.")
-    vllm_max_num_seqs: int | None = Field(None, ge=1, description="vLLM: sequences batched at once.")
-    vllm_cpu_kvcache_space_gb: float | None = Field(
-        None, gt=0, description="vLLM on CPU: KV-cache size in GiB (machines without a GPU). Empty = 1 GiB."
     )
     api_key: SecretStr | None = Field(
         None,
@@ -197,13 +184,9 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator(
-        "api_key", "admin_key", "audit_secret", "n_threads", "models_file", "audit_log", "vllm_distributed_executor_backend",
-        "vllm_quantization", "vllm_max_num_seqs", "vllm_cpu_kvcache_space_gb", mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
+    _empty_is_unset = field_validator(
+        "api_key", "admin_key", "audit_secret", "models_file", "audit_log", "preferred_engine", mode="before"
+    )(_blank_to_none)
 
     @field_validator("allowed_hosts", "cors_origins", mode="before")
     @classmethod
@@ -236,17 +219,22 @@ class Settings(BaseSettings):
         return default_cache_dir() if value in ("", None) else value
 
     @model_validator(mode="after")
-    def _separate_keys(self) -> Settings:
+    def _separate_keys(self) -> CoreSettings:
         keys = (self.admin_key, self.api_key)
         if None not in keys and keys[0].get_secret_value() == keys[1].get_secret_value():  # type: ignore[union-attr]
             raise ValueError("JARVIS_ADMIN_KEY must differ from JARVIS_API_KEY")
         return self
 
-    def vllm_options(self) -> dict[str, object]:
-        """The vllm_* settings as engine options, leaving out the unset ones."""
-        prefix = "vllm_"
-        options = {name[len(prefix) :]: getattr(self, name) for name in type(self).model_fields if name.startswith(prefix)}
-        return {name: value for name, value in options.items() if value is not None}
+    def engine_defaults(self, kind: EngineKind) -> dict[str, object]:
+        """The server-wide values of `kind`'s options (JARVIS_<prefix><OPTION>), unset ones left out."""
+        values = {option.name: getattr(self, kind.setting_name(option)) for option in kind.options}
+        return {name: value for name, value in values.items() if value is not None}
+
+    @property
+    def local_url(self) -> str:
+        """Where a client on this machine reaches the server (a wildcard address means loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def reasoning_output(self) -> str | None:
@@ -265,6 +253,29 @@ class Settings(BaseSettings):
         return [alias.strip() for alias in self.model_alias.split(",") if alias.strip()]
 
 
+def _engine_option_fields() -> dict[str, Any]:
+    """One settings field per option of every engine kind, described by its declaration."""
+    fields: dict[str, Any] = {}
+    for kind in ENGINE_KINDS.values():
+        for option in kind.options:
+            field = Field(option.default, description=f"{kind.label}: {option.description}", **option.bounds())
+            fields[kind.setting_name(option)] = (option.annotation, field)
+    return fields
+
+
+_OPTION_FIELDS = _engine_option_fields()
+_OPTIONAL_OPTIONS = [name for name, (_, field) in _OPTION_FIELDS.items() if field.default is None]
+
+Settings = create_model(
+    "Settings",
+    __base__=CoreSettings,
+    __module__=__name__,
+    __doc__="Every setting: the core ones and one per engine option.",
+    __validators__={"_empty_option_is_unset": field_validator(*_OPTIONAL_OPTIONS, mode="before")(_blank_to_none)},
+    **_OPTION_FIELDS,
+)
+
+
 class SettingsError(ValueError):
     """Settings could not be loaded; the message is one line naming the variable."""
 
@@ -276,10 +287,12 @@ def env_name(field_name: str) -> str:
     return f"JARVIS_{field_name.upper()}"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build the settings, turning a validation failure into one line per bad variable."""
+def load_settings(*, check_registry: bool = True, **overrides: object) -> Settings:
+    """Build the settings, turning a validation failure into one line per bad variable. With
+    `check_registry`, the model registry they name is read too, so a bad models.yaml entry stops
+    the start with one line naming the entry and the field (RegistryError is a SettingsError)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as error:
         lines = []
         for problem in error.errors():
@@ -290,6 +303,11 @@ def load_settings(**overrides: object) -> Settings:
             name = env_name(field_name) if field_name in Settings.model_fields else field_name
             lines.append(f"{name}={problem.get('input')!r} is invalid: {problem['msg']}")
         raise SettingsError("; ".join(lines)) from None
+    if check_registry:
+        from service.model_registry import load_registry  # late: that module builds on this one
+
+        load_registry(settings)
+    return settings
 
 
 def render_env_example() -> str:

@@ -16,7 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from backends.descriptor import EngineOption
+from backends.kinds import VLLM
 from service.model_registry import ModelEntry
+from service.settings import env_name
 from service.shell_words import ShellSyntaxError, Word, split_words
 
 
@@ -53,13 +56,6 @@ def _number(flag: str, value: str) -> float:
         raise CommandParseError(f"{flag} expects a number, got {value!r}") from None
 
 
-def _fraction(flag: str, value: str) -> float:
-    number = _number(flag, value)
-    if not 0 < number <= 1:
-        raise CommandParseError(f"{flag} expects a fraction above 0 and at most 1, got {value!r}")
-    return number
-
-
 def _text(flag: str, value: str) -> str:
     if not value:
         raise CommandParseError(f"{flag} needs a non-empty value")
@@ -87,25 +83,31 @@ class Rule:
     switch: bool = False
 
 
-def _option(name: str, convert: Converter, switch: bool = False) -> Rule:
-    return Rule("option", name, convert, switch)
+# How a flag's text becomes a value of the option's type.
+_READERS: dict[object, Converter] = {bool: _boolean, int: _integer, float: _number}
 
 
-# vLLM flag (dashes, no leading --) -> where it goes here.
+def _option_rule(option: EngineOption) -> Rule:
+    """The rule of an option the vLLM engine kind declares, checked as models.yaml checks it."""
+    read = _READERS.get(option.type, _text)
+
+    def convert(flag: str, value: str) -> Any:
+        parsed = read(flag, value)
+        problem = option.problem(parsed)
+        if problem:
+            raise CommandParseError(f"{flag} {problem}")
+        return parsed
+
+    return Rule("option", option.name, convert, switch=option.type is bool)
+
+
+# vLLM flag (dashes, no leading --) -> where it goes here. Engine options come from the vLLM
+# engine kind's declaration (backends/kinds.py); the rest are entry fields and server settings.
 RULES: dict[str, Rule] = {
     "model": Rule("entry", "model", _text),
     "chat-template": Rule("entry", "chat_format", _text),
     "enable-auto-tool-choice": Rule("entry", "tool_support", _boolean, switch=True),
-    "max-model-len": _option("max_model_len", _integer),
-    "tensor-parallel-size": _option("tensor_parallel_size", _integer),
-    "pipeline-parallel-size": _option("pipeline_parallel_size", _integer),
-    "distributed-executor-backend": _option("distributed_executor_backend", _text),
-    "gpu-memory-utilization": _option("gpu_memory_utilization", _fraction),
-    "dtype": _option("dtype", _text),
-    "quantization": _option("quantization", _text),
-    "enforce-eager": _option("enforce_eager", _boolean, switch=True),
-    "enable-prefix-caching": _option("enable_prefix_caching", _boolean, switch=True),
-    "max-num-seqs": _option("max_num_seqs", _integer),
+    **{option.flag: _option_rule(option) for option in VLLM.options if option.flag},
     "host": Rule("env", "JARVIS_HOST", _text),
     "port": Rule("env", "JARVIS_PORT", lambda flag, value: str(_integer(flag, value))),
     "api-key": Rule("env", "JARVIS_API_KEY", _text),
@@ -127,9 +129,7 @@ KNOWN_SWITCHES = frozenset(
 )
 
 # Variables vLLM reads from the environment that have an option here.
-ENVIRONMENT_RULES: dict[str, Rule] = {
-    "VLLM_CPU_KVCACHE_SPACE": _option("cpu_kvcache_space_gb", _number),
-}
+ENVIRONMENT_RULES: dict[str, Rule] = {option.environment: _option_rule(option) for option in VLLM.options if option.environment}
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
 _NEGATIVE_NUMBER = re.compile(r"-\d+(\.\d+)?")
@@ -320,7 +320,8 @@ def _env_lines(conversion: _Conversion, entry: dict[str, Any]) -> list[str]:
         if name in entry:
             values[f"JARVIS_{name.upper()}"] = entry[name]
     for name, value in conversion.options.items():
-        values[f"JARVIS_VLLM_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        setting = VLLM.setting_name(VLLM.option(name))  # type: ignore[arg-type]
+        values[env_name(setting)] = str(value).lower() if isinstance(value, bool) else str(value)
     values.update(conversion.server_env)
     return [f"{name}={_dotenv_quote(value)}" for name, value in values.items()]
 

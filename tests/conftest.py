@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -34,12 +35,14 @@ def fake_engine() -> FakeEngine:
 # The names the fast tier's clients give the app as Host ("http://test", "http://t"): a server
 # without an API key answers only to names it is told (see server/host_check.py).
 TEST_HOSTS = ["test", "t"]
+# The fast tier's cache directory: never the user's, whose registry file or audit log it must not read or write.
+FAST_TIER_CACHE = Path(tempfile.gettempdir()) / f"jarvis-fast-tier-{os.getuid()}"
 
 
 def make_settings(**overrides: object) -> Settings:
-    """Settings for the fast tier: no .env, a model name the fake engine stands in for, and the
-    test clients' host names allowed."""
-    defaults = {"model_name": "fake-model", "allowed_hosts": TEST_HOSTS}
+    """Settings for the fast tier: no .env, a model name the fake engine stands in for, the test
+    clients' host names allowed, and a cache directory of its own."""
+    defaults = {"model_name": "fake-model", "allowed_hosts": TEST_HOSTS, "cache_dir": FAST_TIER_CACHE}
     return Settings(_env_file=None, **{**defaults, **overrides})  # type: ignore[call-arg]
 
 

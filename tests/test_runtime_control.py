@@ -15,7 +15,7 @@ from server.app import create_app
 from service.gguf_client import GGUFClient
 from service.model_registry import RegistryError, read_models_file
 from tests.conftest import make_settings
-from tests.fakes import FakeEngine
+from tests.fakes import EngineError, FakeEngine
 from tests.test_api import CHAT, assert_error, sse_events
 
 MODELS_YAML = """
@@ -53,8 +53,8 @@ def test_models_file_entries(tmp_path: Path) -> None:
     ("text", "says"),
     [
         ("models:\n  - alias: a\n    engine: onnx\n", "entry 1 ('a'): field engine"),
-        ("models:\n  - alias: a\n    engine: llama_cpp\n    options: {tensor_parallel_size: 2}\n", "options.tensor_parallel_size is not an option of the llama_cpp engine"),
-        ("models:\n  - alias: a\n    engine: vllm\n    options: {gpu_memory_utilization: lots}\n", "options.gpu_memory_utilization must be float"),
+        ("models:\n  - alias: a\n    engine: llama_cpp\n    options: {tensor_parallel_size: 2}\n", "field options.tensor_parallel_size: not an option of the llama_cpp engine"),
+        ("models:\n  - alias: a\n    engine: vllm\n    options: {gpu_memory_utilization: lots}\n", "entry 1 ('a'): field options.gpu_memory_utilization: must be float, got 'lots'"),
         ("models:\n  - alias: a\n    engine: llama_cpp\n  - alias: a\n    engine: vllm\n", "entry 2 ('a'): field alias: 'a' is already used by entry 1"),
         ("models:\n  - engine: llama_cpp\n", "entry 1: field alias"),
         ("models:\n  - alias: a\n    engine: llama_cpp\n    colour: red\n", "field colour"),
@@ -76,9 +76,14 @@ class EngineShop:
 
     def __init__(self) -> None:
         self.made: list[tuple[str, str, FakeEngine]] = []
+        self.configs: list[tuple[str, str, object]] = []
         self.start_gate: asyncio.Event | None = None
+        self.failing: dict[str, str] = {}  # engine kind -> why it cannot start a model
 
     def __call__(self, entry, config) -> FakeEngine:
+        if entry.engine in self.failing:
+            raise EngineError(self.failing[entry.engine])
+        self.configs.append((entry.alias, entry.engine, config))
         engine = FakeEngine()
         engine.name = entry.engine
         engine._info = engine._info.__class__(**{**engine._info.__dict__, "model_id": entry.alias})

@@ -77,7 +77,7 @@ def _model_card(model_id: str, model: ManagedModel, created: int) -> dict[str, o
         "object": "model",
         "created": created,
         "owned_by": "jarvis-llm-proxy",
-        "engine": model.entry.engine,
+        "engine": model.running_engine,
         "state": model.state.value,
     }
 

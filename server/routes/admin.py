@@ -1,8 +1,10 @@
-"""The admin API: status, loading and unloading models, switching engine, translating a
-`vllm serve` command. Needs JARVIS_ADMIN_KEY; every action is written to the audit trail."""
+"""The admin API: status, loading and unloading models, the engines this machine can run and
+switching between them, translating a `vllm serve` command. Registry changes are in
+`admin_registry`. Needs JARVIS_ADMIN_KEY; every action is written to the audit trail."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Literal
@@ -10,7 +12,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
-from server.dependencies import AdminIdentity, Client, require_admin_key
+from backends import choose_engine, engine_names, machine_report, preferred_engine
+from server.dependencies import AdminIdentity, AppSettings, Client, require_admin_key
 from service.errors import InvalidRequestError
 from service.vllm_command import CommandParseError, parse_vllm_command
 
@@ -19,7 +22,7 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin_key)])
 
 class EngineSwitch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    engine: Literal["llama_cpp", "vllm"]
+    engine: Literal[(*engine_names(), "auto")]  # type: ignore[valid-type]  # auto: the rule of JARVIS_INFERENCE_ENGINE=auto
     model: str | None = None  # alias; default: the default model
 
 
@@ -36,14 +39,37 @@ def process_rss_bytes() -> int:
 
 
 @router.get("/status")
-async def status(client: Client) -> dict[str, object]:
+async def status(client: Client, settings: AppSettings) -> dict[str, object]:
+    registry = client.models.registry
     return {
         "engine": client.engine_name,
+        "engine_setting": settings.inference_engine,
         "engine_choice": client.engine_choice_reason,
+        "fallback": client.models.default.fallback,
         "ready": client.ready,
+        "stage": client.loading_stage if not client.ready else "ready",
+        "failure": client.failure,
         "uptime_seconds": round(time.time() - client.started_at, 1),
         "process_rss_bytes": process_rss_bytes(),
+        "registry": {"path": str(registry.file.path), "source": registry.source},
         "models": [model.status() for model in client.models.models],
+    }
+
+
+@router.get("/backends")
+async def backends(client: Client, settings: AppSettings) -> dict[str, object]:
+    """Which engines can run here and why not, their builds, the GPUs, and the current choice."""
+    report = await asyncio.to_thread(machine_report, settings.cache_dir)
+    preferred, preferred_reason = preferred_engine(settings.preferred_engine)
+    return {
+        **report,
+        "choice": {
+            "setting": settings.inference_engine,
+            "engine": client.engine_name,
+            "reason": client.engine_choice_reason,
+            "fallback": client.models.default.fallback,
+            **({"preferred": preferred, "preferred_reason": preferred_reason} if settings.inference_engine == "fallback" else {}),
+        },
     }
 
 
@@ -65,9 +91,15 @@ async def unload_model(alias: str, client: Client, identity: AdminIdentity) -> d
 
 @router.post("/engine")
 async def switch_engine(body: EngineSwitch, client: Client, identity: AdminIdentity) -> dict[str, object]:
-    model, previous = await client.models.switch_engine(body.engine, body.model)
-    client.audit.record(identity, f"switch engine of {model.entry.alias}", previous, body.engine)
-    return {"model": model.entry.alias, "from": previous, "to": body.engine, **model.status()}
+    """Serve a model (default: the default model) on another engine until the next start; the
+    registry is unchanged (PUT /admin/models/{alias} changes it for good)."""
+    engine, reason = choose_engine(body.engine) if body.engine == "auto" else (body.engine, "switched by the admin API")
+    target = client.models.by_alias(body.model) if body.model else client.models.default
+    model, previous = await client.models.switch_engine(engine, target.entry.alias)
+    if model is client.models.default:
+        client.engine_choice_reason = reason
+    client.audit.record(identity, f"switch engine of {model.entry.alias}", previous, engine)
+    return {"model": model.entry.alias, "from": previous, "to": engine, "reason": reason, **model.status()}
 
 
 @router.post("/parse-command")
