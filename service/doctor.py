@@ -75,7 +75,7 @@ def _settings(context: Context) -> Iterator[Check]:
 
 def _python(context: Context) -> Iterator[Check]:
     version = ".".join(map(str, sys.version_info[:3]))
-    if sys.version_info < (3, 11):  # the doctor may run under another Python than the venv's
+    if sys.version_info < (3, 11):  # noqa: UP036 (the doctor may run under another Python than the venv's)
         yield Check("python", FAIL, f"Python {version}", "install Python 3.11 or newer and run ./run.sh again")
     else:
         yield Check("python", PASS, f"Python {version} ({sys.executable})")
