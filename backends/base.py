@@ -49,6 +49,12 @@ class GenerationRequest:
     # Pins a conversation to a cache slot where the engine keeps several (the OpenAI `user` field).
     cache_key: str | None = None
     priority: int = 0  # higher first, where the engine queues
+    # The prompt as text (the ids' source), for engines that send text rather than ids (a remote
+    # llama.cpp server). None when the client sent token ids.
+    prompt_text: str | None = None
+    # Keeps a conversation on one server where an engine routes over several (a remote engine):
+    # the `user`, else a hash of the system prompt and tools. Set only for engines that route.
+    affinity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class EngineCapabilities:
     grammar: bool = False  # can constrain output to a JSON schema
     embeddings: bool = False
     batching: bool = False  # serves several sequences at once
+    routing: bool = False  # spreads requests over several servers (wants GenerationRequest.affinity)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,24 @@ class EngineError(RuntimeError):
 
 class ConstraintError(EngineError):
     """The engine cannot compile or apply this output constraint; the request is at fault."""
+
+
+class EngineUnavailableError(EngineError):
+    """No server behind the engine could take the request (every upstream of a remote engine is
+    down or failed before the first token). The model's fallback, if it names one, serves instead."""
+
+
+class EngineTimeoutError(EngineUnavailableError):
+    """The server behind the engine did not answer in time (before the first token or between
+    tokens); the message names the server and the limit."""
+
+
+class EngineRefusedError(EngineError):
+    """The server behind the engine refused the request itself (a 4xx): the request is at fault."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class EngineOverloadedError(EngineError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-ModelFormat = Literal["gguf", "hf"]  # a GGUF file; an HF folder or model id
+ModelFormat = Literal["gguf", "hf", "remote"]  # a GGUF file; an HF folder or model id; a model another server runs
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class EngineOption:
     flag: str | None = None  # the engine's own command-line flag (`vllm serve --max-model-len`)
     environment: str | None = None  # the engine's own environment variable for it
     engine_argument: bool = True  # passed to the engine's arguments unchanged
+    # A deeper check of a valid-typed value (a list of upstreams): the problem, or None.
+    check: Callable[[Any], str | None] | None = None
 
     @property
     def annotation(self) -> Any:
@@ -50,7 +52,7 @@ class EngineOption:
     def type_name(self) -> str:
         if self.choices:
             return " or ".join(repr(choice) for choice in self.choices)
-        return self.type.__name__
+        return {list: "a list", dict: "a mapping"}.get(self.type, self.type.__name__)
 
     def bounds(self) -> dict[str, float]:
         return {name: value for name, value in (("ge", self.ge), ("gt", self.gt), ("le", self.le)) if value is not None}
@@ -64,9 +66,11 @@ class EngineOption:
             return f"must be {expected}, got {value!r}"
         if not self._within_bounds(value):
             return f"must be {self._range_text()}, got {value!r}"
-        return None
+        return self.check(value) if self.check is not None else None
 
     def _within_bounds(self, value: Any) -> bool:
+        if not isinstance(value, int | float):
+            return True
         return (
             (self.gt is None or value > self.gt)
             and (self.ge is None or value >= self.ge)
@@ -110,6 +114,25 @@ def _number(value: float) -> str:
 
 
 @dataclass(frozen=True)
+class ServerLaunch:
+    """How the engine kind runs as its own HTTP server, for an upstream this server starts and
+    stops (a managed upstream): the command, and which option flags it takes. The options become
+    `--flag value` through their declared `flag` (the reverse of the `vllm serve` parser)."""
+
+    program: tuple[str, ...]  # the words before the model: ("vllm", "serve")
+    model_flag: str | None  # None: the model is the word after the program; else its flag ("model")
+    context_flag: str  # the flag that sets the context length
+    flavour: str  # how this server talks to it (backends.remote.flavours)
+    fixed: tuple[str, ...] = ()  # arguments always given (endpoints this server reads)
+    # This server's flag for each option, where its flags are not the options' declared ones
+    # (then only the options named here are passed).
+    flags: dict[str, str] | None = None
+
+    def flag_of(self, option: EngineOption) -> str | None:
+        return self.flags.get(option.name) if self.flags is not None else option.flag
+
+
+@dataclass(frozen=True)
 class EngineKind:
     name: str  # what JARVIS_INFERENCE_ENGINE and a models.yaml entry's `engine` say
     label: str  # how people write it
@@ -120,6 +143,11 @@ class EngineKind:
     check: Callable[[], Availability]  # cheap: no heavy import
     # Its installed build in detail (version, CPU or GPU build, features); may start a child process.
     build: Callable[[Path], dict[str, object]] = lambda cache_dir: {}
+    # Runs the model in this process from a file or HF id (and holds its memory here). A remote
+    # kind does not: its model is a name another server knows, it takes no part in the engine
+    # fallback and does not count against JARVIS_MAX_LOADED_MODELS.
+    local: bool = True
+    server: ServerLaunch | None = None  # how to run it as its own HTTP server, where it can be
 
     def option(self, name: str) -> EngineOption | None:
         return next((option for option in self.options if option.name == name), None)
@@ -150,5 +178,6 @@ class EngineKind:
             "available": availability.available,
             "reason": availability.reason,
             "formats": list(self.formats),
+            "local": self.local,
             "options": [option.describe() for option in self.options],
         }

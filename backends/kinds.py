@@ -8,7 +8,8 @@ from typing import Literal
 
 from backends import probe
 from backends.base import EngineError
-from backends.descriptor import Availability, EngineKind, EngineOption, ModelFormat
+from backends.descriptor import Availability, EngineKind, EngineOption, ModelFormat, ServerLaunch
+from backends.remote.config import FLAVOURS, upstreams_problem
 
 
 def _llama_cpp_available() -> Availability:
@@ -33,6 +34,17 @@ LLAMA_CPP = EngineKind(
     settings_prefix="",
     check=_llama_cpp_available,
     build=probe.llama_cpp_report,
+    # As a managed upstream: llama-cpp-python's own server (its flags are its own, not llama-server's;
+    # it serves one request at a time, so `parallel` and `max_queue` have no equivalent there).
+    # By default it cuts a running answer when any other request arrives: here requests wait instead.
+    server=ServerLaunch(
+        program=("{python}", "-m", "llama_cpp.server"),
+        model_flag="model",
+        context_flag="n_ctx",
+        flavour="llama_cpp",
+        flags={"n_gpu_layers": "n_gpu_layers", "n_threads": "n_threads"},
+        fixed=("--interrupt_requests", "false"),
+    ),
     options=(
         EngineOption("n_gpu_layers", int, 0, "layers offloaded to the GPU; -1 = all, 0 = CPU only.", ge=-1, flag="n-gpu-layers"),
         EngineOption("n_threads", int, None, "CPU threads. Empty = all cores.", ge=1, flag="threads"),
@@ -53,6 +65,21 @@ VLLM = EngineKind(
     settings_prefix="vllm_",
     check=_vllm_available,
     build=probe.vllm_build_report,
+    # As a managed upstream: `vllm serve`, which also tells this server its chat template
+    # (/tokenizer_info), reports cached prompt tokens, and writes compact JSON as the in-process
+    # engine does (see VllmEngine._engine_args).
+    server=ServerLaunch(
+        program=("vllm", "serve"),
+        model_flag=None,
+        context_flag="max-model-len",
+        flavour="vllm",
+        fixed=(
+            "--enable-tokenizer-info-endpoint",
+            "--enable-prompt-tokens-details",
+            "--structured-outputs-config",
+            '{"backend": "xgrammar", "disable_any_whitespace": true}',
+        ),
+    ),
     options=(
         EngineOption("tensor_parallel_size", int, 1, "GPUs one model is split over.", ge=1, flag="tensor-parallel-size"),
         EngineOption("pipeline_parallel_size", int, 1, "pipeline stages (GPUs or machines).", ge=1, flag="pipeline-parallel-size"),
@@ -80,12 +107,58 @@ VLLM = EngineKind(
     ),
 )
 
-# In order of preference where nothing else decides (the fallback tries the others in this order).
-ENGINE_KINDS: dict[str, EngineKind] = {kind.name: kind for kind in (LLAMA_CPP, VLLM)}
+def _remote_available() -> Availability:
+    return Availability(True, "talks to other servers over HTTP (httpx)")
+
+
+OPENAI = EngineKind(
+    name="openai",
+    label="remote OpenAI-compatible server",
+    engine_class="backends.remote.engine:RemoteEngine",
+    formats=("remote",),
+    settings_prefix="openai_",
+    check=_remote_available,
+    local=False,
+    options=(
+        EngineOption(
+            "base_url", str, None, "the upstream's OpenAI base URL (http://gpu-box:8000/v1). Several upstreams: "
+            "`upstreams` instead.",
+        ),
+        EngineOption(
+            "api_key_env", str, None, "name of the environment variable holding the upstream's key (the key itself "
+            "is never written in models.yaml). Empty = no key.",
+        ),
+        EngineOption(
+            "flavour", Literal[FLAVOURS], "auto",  # type: ignore[valid-type]
+            "what the upstream is: vllm (vllm serve), jarvis (this server), llama_cpp (llama-cpp-python's server), "
+            "or auto (asked at load).",
+        ),
+        EngineOption("connect_timeout", float, 5.0, "seconds to connect to an upstream before it counts as down.", gt=0),
+        EngineOption(
+            "timeout", float, 120.0, "seconds an upstream may take to the first token, and between tokens; past it "
+            "the request fails with 504 (or goes to another upstream, before the first token).", gt=0,
+        ),
+        EngineOption("health_interval", float, 5.0, "seconds between health checks of each upstream; a down one is "
+                     "probed as often until it answers.", gt=0),
+        EngineOption(
+            "upstreams", list, None, "several upstreams for one model, each {base_url, api_key_env, flavour, start}; "
+            "`start: {engine, via, model, context_size, options}` makes this server start and stop it (see README).",
+            check=upstreams_problem,
+        ),
+    ),
+)
+
+# In order of preference where nothing else decides (the fallback tries the local ones in this order).
+ENGINE_KINDS: dict[str, EngineKind] = {kind.name: kind for kind in (LLAMA_CPP, VLLM, OPENAI)}
 
 
 def engine_names() -> tuple[str, ...]:
     return tuple(ENGINE_KINDS)
+
+
+def local_engine_names() -> tuple[str, ...]:
+    """The kinds that run a model in this process (the engine fallback and switch choose among these)."""
+    return tuple(name for name, kind in ENGINE_KINDS.items() if kind.local)
 
 
 def engine_kind(name: str) -> EngineKind:

@@ -9,7 +9,7 @@ import typer
 from backends import choose_engine, machine_report, preferred_engine
 from cli import output
 from cli.errors import CliError, ExitCode
-from cli.state import EngineChoice, JsonOption, State, command_state
+from cli.state import EngineChoice, EngineKindChoice, JsonOption, State, command_state
 from service.registry_edits import registry_file_for, registry_source
 
 EngineArgument = Annotated[EngineChoice, typer.Argument(help="the engine kind", show_default=False)]
@@ -195,7 +195,7 @@ def backend_auto(context: typer.Context, as_json: JsonOption = False) -> None:
 @backend_app.command("options")
 def backend_options(
     context: typer.Context,
-    engine: Annotated[EngineChoice | None, typer.Argument(help="one engine kind; default: all")] = None,
+    engine: Annotated[EngineKindChoice | None, typer.Argument(help="one engine kind; default: all")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The options each engine kind takes (models.yaml `options:`, JARVIS_* settings, admin API)."""

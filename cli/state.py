@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from backends import engine_names
+from backends.kinds import engine_names, local_engine_names
 from cli.connection import Connection
 from cli.errors import CliError, ExitCode
 from service.model_registry import ModelEntry, RegistryError, load_registry
@@ -77,5 +77,7 @@ def command_state(context: typer.Context, as_json: bool) -> State:
     return state
 
 
-# The engine kinds as a choice typer shows and checks.
-EngineChoice = Enum("EngineChoice", {name: name for name in engine_names()}, type=str)  # type: ignore[misc]
+# The engine kinds as a choice typer shows and checks: those that run a model here (switch,
+# add-model), and every kind (backend options).
+EngineChoice = Enum("EngineChoice", {name: name for name in local_engine_names()}, type=str)  # type: ignore[misc]
+EngineKindChoice = Enum("EngineKindChoice", {name: name for name in engine_names()}, type=str)  # type: ignore[misc]

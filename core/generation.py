@@ -10,6 +10,8 @@ metrics are applied here once."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -24,6 +26,9 @@ from backends.base import (
     ConstraintSpec,
     EngineError,
     EngineOverloadedError,
+    EngineRefusedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
     GenerationRequest,
     SamplingParams,
 )
@@ -54,6 +59,9 @@ from service.errors import (
     InvalidRequestError,
     ModelNotReadyError,
     OverloadedError,
+    ServiceError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
 )
 from service.model_manager import Lease
 
@@ -80,7 +88,7 @@ class Prepared:
     lease: Lease
     request: GenerationInput
     engine_request: GenerationRequest
-    prompt: str
+    prompt: str | None  # None when the client sent token ids
     plan: ToolPlan
     stops: tuple[str, ...]  # the client's
     format_stops: tuple[str, ...]  # the chat format's end-of-turn text
@@ -162,10 +170,24 @@ class GenerationCore:
     # ---- entry points -------------------------------------------------------------------------
 
     async def start(self, request: GenerationInput) -> Generation:
-        """Prepare and start a generation, up to its first event."""
+        """Prepare and start a generation, up to its first event. When the model cannot serve
+        (its upstreams are all down, it failed to load) and names a fallback model, that one
+        serves instead; the answer then names the fallback."""
+        try:
+            return await self._start(request)
+        except (UpstreamUnavailableError, ModelNotReadyError) as error:
+            fallback = self._client.models.fallback_for(request.model, error.message)
+            if fallback is None:
+                raise
+            return await self._start(dataclasses.replace(request, model=fallback))
+
+    async def _start(self, request: GenerationInput) -> Generation:
         lease, load_seconds = await self.acquire(request.model)
         try:
             prepared = await self._prepare(lease, request, load_seconds)
+        except EngineError as error:
+            lease.release()
+            raise service_error(error) from error
         except BaseException:
             lease.release()
             raise
@@ -187,12 +209,57 @@ class GenerationCore:
         waited = time.perf_counter() - started
         return lease, waited if waited > 0.05 else 0.0
 
-    async def render(self, request: GenerationInput) -> tuple[str, list[int], int]:
+    async def render(self, request: GenerationInput) -> tuple[str | None, list[int], int]:
         """The prompt text and token ids a request gives, and the model's context (/tokenize)."""
         lease, _ = await self.acquire(request.model)
         try:
             prompt, ids, _plan = await asyncio.to_thread(self._render, lease, request)
             return prompt, ids, lease.info.context_length
+        except EngineError as error:
+            raise service_error(error) from error
+        finally:
+            lease.release()
+
+    async def tokenize(self, model: str | None, text: str, *, special: bool, add_bos: bool) -> tuple[list[int], int]:
+        """The token ids of raw text as the model's engine makes them, and its context."""
+        _check_text(text, "prompt")
+        lease, _ = await self.acquire(model)
+        try:
+            ids = await asyncio.to_thread(lease.engine.tokenize, text, special=special, add_bos=add_bos)
+            return ids, lease.info.context_length
+        except EngineError as error:
+            raise service_error(error) from error
+        finally:
+            lease.release()
+
+    async def detokenize(self, model: str | None, ids: list[int]) -> str:
+        lease, _ = await self.acquire(model)
+        try:
+            return await asyncio.to_thread(lease.engine.detokenize, _checked_ids(tuple(ids), lease.info.vocab_size))
+        except EngineError as error:
+            raise service_error(error) from error
+        finally:
+            lease.release()
+
+    async def describe(self, model: str | None) -> dict[str, Any]:
+        """What a model is, for another server that drives it as a raw engine (/tokenizer_info)."""
+        lease, _ = await self.acquire(model)
+        try:
+            info = lease.info
+            return {
+                "model": lease.model.entry.alias,
+                "model_id": info.model_id,
+                "engine": lease.engine.name,
+                "architecture": info.architecture,
+                "context_length": info.context_length,
+                "chat_format": lease.chat_format.name,
+                "chat_template": info.chat_template,
+                "bos_token": info.bos_token,
+                "eos_token": info.eos_token,
+                "special_tokens": sorted(info.special_tokens),
+                "vocab_size": info.vocab_size,
+                "capabilities": {"grammar": info.capabilities.grammar, "embeddings": info.capabilities.embeddings},
+            }
         finally:
             lease.release()
 
@@ -204,11 +271,14 @@ class GenerationCore:
         constraint = await self._compile(lease, request, plan)
         sampling = _sampling(request, max_tokens, constraint)
         request_id = uuid.uuid4().hex  # adapters show it with their own prefix (chatcmpl-, resp_, msg_)
-        engine_request = GenerationRequest(request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority)
+        affinity = (request.cache_key or conversation_key(request)) if lease.info.capabilities.routing else None
+        engine_request = GenerationRequest(
+            request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority, prompt_text=prompt, affinity=affinity
+        )
         format_stops = lease.chat_format.stop if request.messages else ()
         return Prepared(lease, request, engine_request, prompt, plan, request.stop, format_stops, load_seconds)
 
-    def _render(self, lease: Lease, request: GenerationInput) -> tuple[str, list[int], ToolPlan]:
+    def _render(self, lease: Lease, request: GenerationInput) -> tuple[str | None, list[int], ToolPlan]:
         plan = plan_tools(request, lease.chat_format, self._tool_support(lease))
         guard = guard_for(lease.info.special_tokens)
         if request.messages:
@@ -222,6 +292,8 @@ class GenerationCore:
                 raise InvalidRequestError(str(error), param=request.names.messages) from error
             except RecursionError:
                 raise InvalidRequestError("the messages nest too deeply to render", param=request.names.messages) from None
+        elif request.prompt_ids is not None:
+            return None, _checked_ids(request.prompt_ids, lease.info.vocab_size), plan
         else:
             prompt = request.prompt or ""
         _check_text(prompt, request.names.messages if request.messages else "prompt")
@@ -333,6 +405,9 @@ class GenerationCore:
             raise OverloadedError(str(error), error.retry_after_seconds) from error
         except ConstraintError as error:
             raise InvalidRequestError(f"the output constraint cannot be used: {error}", param=prepared.request.names.output) from error
+        except (EngineUnavailableError, EngineRefusedError) as error:
+            logger.warning("generation %s: %s", prepared.request_id, error)
+            raise service_error(error) from error
         except EngineError as error:
             logger.exception("generation %s failed", prepared.request_id)
             raise GenerationFailedError(f"generation failed: {error}") from error
@@ -342,6 +417,32 @@ class GenerationCore:
             finally:
                 flight_recorder.end(prepared.request_id)
         raise GenerationFailedError("the engine ended the generation without a finish reason")
+
+
+def service_error(error: EngineError) -> ServiceError:
+    """An engine's failure as the error a client gets: a remote upstream that is down or too slow
+    (503, 504), or that refused the request (400)."""
+    if isinstance(error, EngineTimeoutError):
+        return UpstreamTimeoutError(str(error))
+    if isinstance(error, EngineUnavailableError):
+        return UpstreamUnavailableError(str(error))
+    if isinstance(error, EngineRefusedError):
+        return InvalidRequestError(str(error))
+    if isinstance(error, EngineOverloadedError):
+        return OverloadedError(str(error), error.retry_after_seconds)
+    if isinstance(error, ConstraintError):
+        return InvalidRequestError(f"the output constraint cannot be used: {error}")
+    return GenerationFailedError(f"generation failed: {error}")
+
+
+def conversation_key(request: GenerationInput) -> str | None:
+    """What keeps a conversation without a `user` on one upstream: its system prompt and tools
+    (the prefix an upstream's prompt cache holds)."""
+    system = [message.content for message in request.messages if message.role == "system"]
+    if not system and not request.tools:
+        return None
+    tools = sorted((tool.name, tool.description or "", json.dumps(tool.parameters, sort_keys=True)) for tool in request.tools)
+    return hashlib.sha256(json.dumps([system, tools]).encode("utf-8")).hexdigest()[:24]
 
 
 def _split(text: str, splitter: ReasoningSplitter | None, detector: ToolCallDetector | None, final: bool) -> list[Event]:
@@ -414,6 +515,14 @@ def template_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
             entry.setdefault("name", call_names.get(message.tool_call_id or "", ""))
         rendered.append(entry)
     return rendered
+
+
+def _checked_ids(ids: tuple[int, ...], vocab_size: int) -> list[int]:
+    if not ids:
+        raise InvalidRequestError("the prompt has no token ids; send at least one", param="prompt")
+    if vocab_size and max(ids) >= vocab_size:
+        raise InvalidRequestError(f"the prompt has a token id outside the vocabulary (0 to {vocab_size - 1})", param="prompt")
+    return list(ids)
 
 
 def _check_text(text: str, param: str) -> None:

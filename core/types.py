@@ -91,6 +91,7 @@ class GenerationInput:
     model: str | None
     messages: tuple[Message, ...] = ()
     prompt: str | None = None  # raw text, sent to the model as is (no chat template)
+    prompt_ids: tuple[int, ...] | None = None  # a raw prompt given as token ids (vLLM's completions)
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = "auto"
     output: OutputFormat | None = None

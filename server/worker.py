@@ -19,6 +19,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    # httpx logs every request a remote model makes to its upstreams at INFO; they show in DEBUG.
+    logging.getLogger("httpx").setLevel(level if level == "DEBUG" else "WARNING")
 
 
 def main() -> int:

@@ -53,3 +53,22 @@ class OverloadedError(ServiceError):
 class GenerationFailedError(ServiceError):
     status_code = 500
     error_type = "server_error"
+
+
+class UpstreamUnavailableError(ServiceError):
+    """A remote model's upstreams are all down, or each failed before the first token."""
+
+    status_code = 503
+    error_type = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="upstream_unavailable")
+
+
+class UpstreamTimeoutError(UpstreamUnavailableError):
+    """A remote model's upstream did not answer within its timeout."""
+
+    status_code = 504
+
+    def __init__(self, message: str) -> None:
+        ServiceError.__init__(self, message, code="upstream_timeout")

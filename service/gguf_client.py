@@ -65,6 +65,15 @@ class GGUFClient:
         """Load the default model; the server is ready when it is."""
         default = self.models.default
         await self.models.start_loading(default)
+        if default.state != ModelState.LOADED and default.entry.fallback is not None:
+            # A remote default whose upstreams are not up yet: its fallback serves meanwhile.
+            logger.warning("default model %s did not load (%s): starting its fallback %s", default.entry.alias, default.failure, default.entry.fallback)
+            fallback = self.models.by_alias(default.entry.fallback)
+            await self.models.start_loading(fallback)
+            if fallback.state == ModelState.LOADED:
+                self.stage = "ready"
+                self.models.start_keep_alive()
+                return
         if default.state != ModelState.LOADED:
             self.stage = "failed"
             self._failure = default.failure

@@ -38,6 +38,10 @@ class ManagedModel:
     in_flight: int = 0
     last_used: float = 0.0
     load_seconds: float | None = None
+    failed_at: float = 0.0  # monotonic time of the last failed load
+    # Requests another model served because this one could not (its entry's `fallback`), and the last one's why.
+    fallbacks: int = 0
+    last_fallback: dict[str, object] | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     transition: asyncio.Task | None = None  # the load or unload under way
 
@@ -67,6 +71,8 @@ class ManagedModel:
             "configured_engine": self.entry.engine,
             "engine_override": self.engine_override,
             "fallback": self.fallback,
+            "fallback_model": self.entry.fallback,
+            "last_fallback": self.last_fallback,
             "model": self.entry.model or "(packaged gemma-3-270m)",
             "state": self.state.value,
             "stage": self.stage,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from service.model_manager import ManagedModel, ModelState
 
@@ -63,3 +63,32 @@ class _ModelCollector:
             busy.add_metric([alias], float(stats.get("busy_slots", model.in_flight)))
             queue.add_metric([alias], float(stats.get("queue_length", 0)))
         yield from (state, load, busy, queue)
+        yield from _upstream_metrics(list(self._models()))
+
+
+def _upstream_metrics(models: list[ManagedModel]) -> Iterator[Metric]:
+    """Per upstream of each remote model: health, load, latency, failures; and fallbacks served."""
+    labels = ["model", "upstream"]
+    up = GaugeMetricFamily("jarvis_upstream_up", "1 while the upstream answers its health checks", labels=labels)
+    in_flight = GaugeMetricFamily("jarvis_upstream_in_flight", "Requests running on the upstream", labels=labels)
+    ttft = GaugeMetricFamily("jarvis_upstream_ttft_seconds", "Moving average of the upstream's time to first token", labels=labels)
+    requests = CounterMetricFamily("jarvis_upstream_requests", "Requests sent to the upstream", labels=labels)
+    failures = CounterMetricFamily("jarvis_upstream_failures", "Requests the upstream failed (then tried elsewhere or cut)", labels=labels)
+    restarts = CounterMetricFamily("jarvis_upstream_restarts", "Restarts of a managed upstream after it died", labels=labels)
+    fallbacks = CounterMetricFamily("jarvis_model_fallbacks", "Requests the model's fallback served because it could not", labels=["model", "fallback"])
+    for model in models:
+        alias = model.entry.alias
+        if model.entry.fallback is not None:
+            fallbacks.add_metric([alias, model.entry.fallback], float(model.fallbacks))
+        stats = model.status()["engine_stats"] or {}
+        for upstream in stats.get("upstreams", []):
+            key = [alias, upstream["name"]]
+            up.add_metric(key, 1.0 if upstream["healthy"] else 0.0)
+            in_flight.add_metric(key, float(upstream["in_flight"]))
+            requests.add_metric(key, float(upstream["requests"]))
+            failures.add_metric(key, float(upstream["failures"]))
+            if upstream["ttft_seconds"] is not None:
+                ttft.add_metric(key, float(upstream["ttft_seconds"]))
+            if upstream["managed"] is not None:
+                restarts.add_metric(key, float(upstream["managed"]["restarts"]))
+    yield from (up, in_flight, ttft, requests, failures, restarts, fallbacks)

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backends import create_engine, engine_kind, engine_names
+from backends import create_engine, engine_kind
 from backends.base import Engine, EngineConfig, EngineError, EngineInfo
-from backends.kinds import model_format
+from backends.kinds import local_engine_names, model_format
 from chat_formats import ChatFormat, resolve_chat_format
 from service.errors import ModelNotFoundError, ModelNotReadyError
 from service.managed_model import Lease, ManagedModel, ModelState
@@ -33,6 +33,10 @@ EngineFactory = Callable[[ModelEntry, EngineConfig], Engine]
 
 __all__ = ["EngineFactory", "Lease", "ManagedModel", "ModelManager", "ModelState", "RegistryApplied"]
 
+# A remote model that failed to load (no upstream answered) is tried again after this long; until
+# then, and while it loads again, its fallback serves.
+REMOTE_RETRY_SECONDS = 10.0
+
 
 def default_engine_factory(entry: ModelEntry, config: EngineConfig) -> Engine:
     """The real engine of the entry's kind, if that kind can run this model here."""
@@ -41,7 +45,7 @@ def default_engine_factory(entry: ModelEntry, config: EngineConfig) -> Engine:
     if not available.available:
         raise EngineError(available.reason)
     source = model_format(entry.model)
-    if not kind.runs(source):
+    if kind.local and not kind.runs(source):
         raise EngineError(f"{kind.label} cannot run {entry.model!r}: it runs {' and '.join(kind.formats)} models, this is {source}")
     return create_engine(entry.engine, config)
 
@@ -115,12 +119,38 @@ class ModelManager:
             transition = model.transition
             if transition is None or transition.done():
                 if model.state == ModelState.FAILED and transition is not None:
-                    raise ModelNotReadyError(f"{model.entry.alias} failed to load: {model.failure}")
+                    if not self._retry_remote(model):
+                        raise ModelNotReadyError(f"{model.entry.alias} failed to load: {model.failure}")
+                    if model.entry.fallback is not None:
+                        raise ModelNotReadyError(f"{model.entry.alias} failed to load ({model.failure}); loading it again")
                 transition = self.start_loading(model)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(transition), remaining)
             if model.state == ModelState.FAILED:
                 raise ModelNotReadyError(f"{model.entry.alias} failed to load: {model.failure}")
+
+    def _retry_remote(self, model: ManagedModel) -> bool:
+        """Load a failed remote model again (in the background) once its retry time has come:
+        its upstreams may answer now. Local models that failed stay failed until told to load."""
+        if engine_kind(model.running_engine).local or time.monotonic() - model.failed_at < REMOTE_RETRY_SECONDS:
+            return False
+        self.start_loading(model)
+        return True
+
+    def fallback_for(self, name: str | None, reason: str) -> str | None:
+        """The alias serving instead of the model `name` names, when that one cannot serve
+        (`reason`); None when it names no fallback. Logged and kept for /admin/status."""
+        try:
+            model = self.resolve(name)
+        except ModelNotFoundError:
+            return None
+        alias = model.entry.fallback
+        if alias is None:
+            return None
+        model.fallbacks += 1
+        model.last_fallback = {"to": alias, "reason": reason, "at": time.time(), "count": model.fallbacks}
+        logger.warning("model %s cannot serve (%s): the fallback %s serves instead", model.entry.alias, reason, alias)
+        return alias
 
     # ---- loading and unloading ------------------------------------------------------------
 
@@ -169,18 +199,21 @@ class ModelManager:
                 )
                 return
             model.state, model.stage = ModelState.FAILED, "failed"
+            model.failed_at = time.monotonic()
             model.failure = failures[0][1] if len(failures) == 1 else "; ".join(f"on {name}: {why}" for name, why in failures)
 
     def _engine_order(self, entry: ModelEntry) -> list[str]:
-        if not self._fallback:
+        if not self._fallback or not engine_kind(entry.engine).local:
             return [entry.engine]
-        return [entry.engine, *(name for name in engine_names() if name != entry.engine)]
+        return [entry.engine, *(name for name in local_engine_names() if name != entry.engine)]
 
     async def _start(self, model: ManagedModel, entry: ModelEntry, fallback: bool) -> tuple[Engine, EngineInfo, ChatFormat]:
         engine: Engine | None = None
         try:
             model.stage = "preparing model"
-            path = await asyncio.to_thread(resolve_model, entry.model, self._settings.cache_dir)
+            local = engine_kind(entry.engine).local
+            # A remote model's name is the upstream's; there is no file here to prepare.
+            path = await asyncio.to_thread(resolve_model, entry.model, self._settings.cache_dir) if local else entry.model
             engine = self._factory(entry, self._engine_config(model, entry, path))
             model.stage = f"loading model on {entry.engine} (fallback)" if fallback else "loading model"
             await engine.start()
@@ -193,8 +226,15 @@ class ModelManager:
             raise
 
     async def _make_room(self, incoming: ManagedModel) -> None:
+        """Unload the least recently used models beyond JARVIS_MAX_LOADED_MODELS. Remote models
+        hold no memory here: they neither count nor make room."""
+        if not engine_kind(incoming.serving_entry.engine).local:
+            return
         while True:
-            loaded = [m for m in self._models if m is not incoming and m.state == ModelState.LOADED]
+            loaded = [
+                m for m in self._models
+                if m is not incoming and m.state == ModelState.LOADED and engine_kind(m.running_engine).local
+            ]
             if len(loaded) < self._settings.max_loaded_models:
                 return
             victim = min(loaded, key=lambda m: m.last_used)

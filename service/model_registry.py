@@ -67,6 +67,7 @@ class ModelEntry(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     tool_support: Literal["auto", "native", "react", "none"] = "auto"
     keep_alive_seconds: float | None = Field(None, ge=0, description="idle time before unloading; 0 = never")
+    fallback: str | None = Field(None, min_length=1, description="the alias of the model that serves when this one cannot")
     options: dict[str, Any] = Field(default_factory=dict)
     source: ModelSource | None = None
 
@@ -128,10 +129,11 @@ def entry_from_settings(settings: Settings) -> ModelEntry:
     """The one model of .env as a registry entry. Its engine options come from the settings when
     it is loaded, so the entry carries none."""
     model = settings.model_name
-    alias = Path(model).name.removesuffix(".gguf") if model else "gemma-3-270m-q4_k_m"
     engine = settings.inference_engine
     if engine not in ENGINE_KINDS:  # auto is resolved before this; fallback starts on the preferred engine
         engine, _ = preferred_engine(settings.preferred_engine)
+    default_alias = "gemma-3-270m-q4_k_m" if ENGINE_KINDS[engine].local else "remote"
+    alias = Path(model).name.removesuffix(".gguf") if model else default_alias
     return ModelEntry(
         alias=alias,
         engine=engine,
@@ -173,7 +175,27 @@ def validate_entries(raw_entries: list[Any], label: str) -> list[ModelEntry]:
                 raise RegistryError(f"{where}: field alias: {name!r} is already used by entry {seen[name]}", "alias")
             seen[name] = number
         entries.append(entry)
+    _check_fallbacks(entries, label)
     return entries
+
+
+def _check_fallbacks(entries: list[ModelEntry], label: str) -> None:
+    """A fallback names another entry, by its alias or one of its names, and is not itself a model that falls back."""
+    by_name = {name: entry for entry in entries for name in entry.names()}
+    for number, entry in enumerate(entries, start=1):
+        if entry.fallback is None:
+            continue
+        where = f"{label}: entry {number} ({entry.alias!r}): field fallback"
+        target = by_name.get(entry.fallback)
+        if target is None:
+            raise RegistryError(f"{where}: no entry is named {entry.fallback!r}; name another model of this registry", "fallback")
+        if target is entry:
+            raise RegistryError(f"{where}: a model cannot be its own fallback", "fallback")
+        if target.fallback is not None:
+            raise RegistryError(
+                f"{where}: {entry.fallback!r} falls back to {target.fallback!r} itself; a fallback must be a model that serves on its own",
+                "fallback",
+            )
 
 
 def validate_entry(raw: object, where: str) -> ModelEntry:

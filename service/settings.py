@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, create_mod
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backends.descriptor import EngineKind
-from backends.kinds import ENGINE_KINDS, engine_names
+from backends.kinds import ENGINE_KINDS, engine_names, local_engine_names
 from service.paths import default_cache_dir
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -18,9 +18,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 CommaList = Annotated[list[str], NoDecode]
 
 MiB = 1024 * 1024
-EngineKindName = Literal[engine_names()]  # type: ignore[valid-type]
+LocalEngineName = Literal[local_engine_names()]  # type: ignore[valid-type]
 EngineSetting = Literal[(*engine_names(), "auto", "fallback")]  # type: ignore[valid-type]
-_ENGINE_LIST = ", ".join(engine_names())
+_ENGINE_LIST = ", ".join(local_engine_names())
 
 
 def _blank_to_none(cls: type, value: object) -> object:
@@ -42,9 +42,10 @@ class CoreSettings(BaseSettings):
         "llama_cpp",
         description=f"Engine that runs the model in this process: {_ENGINE_LIST}, auto (vllm when "
         "it is installed and a GPU is present, else llama_cpp), or fallback (the preferred engine, and "
-        "the other one when the model cannot start on it).",
+        "the other one when the model cannot start on it); or openai: the model runs on another "
+        "server (JARVIS_OPENAI_BASE_URL), JARVIS_MODEL_NAME being its name there.",
     )
-    preferred_engine: EngineKindName | None = Field(
+    preferred_engine: LocalEngineName | None = Field(
         None,
         description="With JARVIS_INFERENCE_ENGINE=fallback: the engine tried first. Empty = vllm where "
         "an NVIDIA GPU is present, else llama_cpp.",

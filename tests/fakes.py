@@ -40,6 +40,7 @@ class FakeEngine:
         self.scripts: list[Sequence[str] | BaseException] = []
         self.requests: list[GenerationRequest] = []
         self.prompts: list[str] = []
+        self.tokenize_calls: list[tuple[str, bool, bool]] = []  # (text, special, add_bos)
         self.finish_reason = "stop"
         self.closed_early = 0
         self.started = False
@@ -83,6 +84,7 @@ class FakeEngine:
         """One token per byte keeps the arithmetic obvious; with `special`, each special token's
         text is one id. No BOS."""
         self.prompts.append(text)
+        self.tokenize_calls.append((text, special, add_bos))
         ids: list[int] = []
         position = 0
         while position < len(text):

@@ -259,7 +259,9 @@ async def test_backends_report_engines_options_and_choice(registry) -> None:
     client, _, _, _ = registry
     report = (await client.get("/admin/backends", headers=ADMIN)).json()
     engines = {engine["name"]: engine for engine in report["engines"]}
-    assert set(engines) == {"llama_cpp", "vllm"}
+    assert set(engines) == {"llama_cpp", "vllm", "openai"}
+    assert (engines["llama_cpp"]["local"], engines["openai"]["local"]) == (True, False)
+    assert "upstreams" in [option["name"] for option in engines["openai"]["options"]]
     llama = engines["llama_cpp"]
     assert llama["available"] is True and llama["build"]["installed"] is True and llama["build"]["version"]
     assert "parallel" in [option["name"] for option in llama["options"]]

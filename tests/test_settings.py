@@ -21,7 +21,7 @@ def test_env_example_documents_every_setting() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "says"),
     [
-        ("JARVIS_INFERENCE_ENGINE", "tensorflow", "'llama_cpp', 'vllm', 'auto' or 'fallback'"),
+        ("JARVIS_INFERENCE_ENGINE", "tensorflow", "'llama_cpp', 'vllm', 'openai', 'auto' or 'fallback'"),
         ("JARVIS_PORT", "eighty", "valid integer"),
         ("JARVIS_CONTEXT_SIZE", "12", "greater than or equal to 256"),
         ("JARVIS_LOG_LEVEL", "LOUD", "DEBUG"),

@@ -26,7 +26,7 @@ from core.types import (
     ToolChoice,
     Usage,
 )
-from protocols.openai.schema import ChatCompletionRequest, ChatMessage, SamplingFields
+from protocols.openai.schema import ChatCompletionRequest, ChatMessage, SamplingFields, StructuredOutputs
 from service.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,12 @@ def sampling_of(request: SamplingFields) -> Sampling:
 
 def chat_input(request: ChatCompletionRequest) -> GenerationInput:
     log_unknown_fields(request, *request.messages)
-    if request.response_format is not None and request.response_format.type != "text" and request.grammar:
-        raise InvalidRequestError("send either response_format or grammar, not both", param="grammar")
     return GenerationInput(
         model=request.model,
         messages=_messages(request.messages),
         tools=_tools(request),
         tool_choice=_tool_choice(request),
-        output=_output(request),
+        output=output_of(request),
         sampling=sampling_of(request),
         max_tokens=request.max_completion_tokens or request.max_tokens,
         stop=tuple(request.stop_list()),
@@ -129,9 +127,22 @@ def _tool_choice(request: ChatCompletionRequest) -> ToolChoice:
     )
 
 
-def _output(request: ChatCompletionRequest) -> OutputFormat | None:
+def output_of(request: SamplingFields) -> OutputFormat | None:
+    """The output constraint: `response_format` (OpenAI), `grammar` (llama.cpp's server) or
+    `structured_outputs` (vLLM's); at most one of them."""
+    given = [
+        name for name, present in (
+            ("response_format", request.response_format is not None and request.response_format.type != "text"),
+            ("grammar", bool(request.grammar)),
+            ("structured_outputs", request.structured_outputs is not None),
+        ) if present
+    ]
+    if len(given) > 1:
+        raise InvalidRequestError(f"send one of {' or '.join(given)}, not both", param=given[-1])
     if request.grammar:
         return OutputFormat("grammar", grammar=request.grammar)
+    if request.structured_outputs is not None:
+        return _structured_output(request.structured_outputs)
     response_format = request.response_format
     if response_format is None or response_format.type == "text":
         return None
@@ -143,6 +154,31 @@ def _output(request: ChatCompletionRequest) -> OutputFormat | None:
             "response_format type json_schema needs json_schema.schema", param="response_format.json_schema"
         )
     return OutputFormat("json_schema", spec.schema_, bool(spec.strict))
+
+
+def _structured_output(structured: StructuredOutputs) -> OutputFormat:
+    unsupported = [name for name, value in (structured.model_extra or {}).items() if value not in (None, False)]
+    if unsupported:
+        raise InvalidRequestError(
+            f"structured_outputs.{unsupported[0]} is not supported here; use json, json_object or grammar",
+            param=f"structured_outputs.{unsupported[0]}",
+        )
+    kinds = [name for name, value in (("json", structured.json_), ("json_object", structured.json_object), ("grammar", structured.grammar)) if value]
+    if len(kinds) != 1:
+        raise InvalidRequestError("structured_outputs needs exactly one of json, json_object or grammar", param="structured_outputs")
+    if structured.grammar:
+        return OutputFormat("grammar", grammar=structured.grammar)
+    if structured.json_object:
+        return OutputFormat("json_object")
+    schema = structured.json_
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except ValueError:
+            raise InvalidRequestError("structured_outputs.json is not valid JSON", param="structured_outputs.json") from None
+    if not isinstance(schema, dict):
+        raise InvalidRequestError("structured_outputs.json must be a JSON schema object", param="structured_outputs.json")
+    return OutputFormat("json_schema", schema)
 
 
 # ---- response ----------------------------------------------------------------------------------

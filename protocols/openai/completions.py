@@ -8,7 +8,7 @@ from typing import Any
 
 from core.generation import Generation
 from core.types import Completion, Finish, GenerationInput, TextDelta
-from protocols.openai.chat import log_unknown_fields, sampling_of, usage_body
+from protocols.openai.chat import log_unknown_fields, output_of, sampling_of, usage_body
 from protocols.openai.schema import CompletionRequest
 
 JSON = dict[str, Any]
@@ -19,6 +19,8 @@ def completion_input(request: CompletionRequest) -> GenerationInput:
     return GenerationInput(
         model=request.model,
         prompt=request.prompt_text(),
+        prompt_ids=request.prompt_ids(),
+        output=output_of(request),
         sampling=sampling_of(request),
         max_tokens=request.max_tokens,
         stop=tuple(request.stop_list()),

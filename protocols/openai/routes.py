@@ -9,10 +9,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from core.embeddings import embed
-from core.types import GenerationInput
 from protocols.openai.chat import ChatRenderer, chat_input, log_unknown_fields
 from protocols.openai.completions import CompletionRenderer, completion_input
-from protocols.openai.schema import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, TokenizeRequest
+from protocols.openai.schema import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest, TokenizeRequest
 from server.dependencies import AppSettings, Client, Core
 from server.errors import openai_error
 from server.sse import StreamFormat, data_line, stream_response
@@ -64,11 +63,32 @@ async def tokenize(body: TokenizeRequest, core: Core) -> dict[str, object]:
     """The token ids the engine sees for a prompt or a chat (vLLM's /tokenize shape)."""
     if body.messages is not None:
         chat = ChatCompletionRequest(model=body.model, messages=body.messages, tools=body.tools)
-        request = chat_input(chat)
+        prompt, ids, context = await core.render(chat_input(chat))
     else:
-        request = GenerationInput(model=body.model, prompt=body.prompt or "")
-    prompt, ids, context = await core.render(request)
+        prompt = body.prompt or ""
+        ids, context = await core.tokenize(body.model, prompt, special=not body.split_special_tokens, add_bos=body.add_special_tokens)
     return {"tokens": ids, "count": len(ids), "max_model_len": context, "prompt": prompt}
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, core: Core) -> dict[str, object]:
+    """The text of token ids (vLLM's /detokenize shape)."""
+    return {"prompt": await core.detokenize(body.model, body.tokens)}
+
+
+@router.get("/tokenizer_info")
+async def tokenizer_info(core: Core, model: str | None = None) -> dict[str, object]:
+    """vLLM's /tokenizer_info (the chat template, BOS and EOS), and under `jarvis` what another
+    server needs to drive this model as a raw engine (a remote model of flavour jarvis)."""
+    described = await core.describe(model)
+    return {
+        "tokenizer_class": f"{described['engine']} ({described['architecture']})",
+        "chat_template": described["chat_template"],
+        "bos_token": described["bos_token"],
+        "eos_token": described["eos_token"],
+        "model_max_length": described["context_length"],
+        "jarvis": described,
+    }
 
 
 def _model_card(model_id: str, model: ManagedModel, created: int) -> dict[str, object]:

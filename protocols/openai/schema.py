@@ -72,6 +72,15 @@ class ResponseFormat(_Tolerant):
     json_schema: JsonSchemaFormat | None = None
 
 
+class StructuredOutputs(_Tolerant):
+    """vLLM's `structured_outputs`: a JSON schema (`json`, an object or its JSON text), any JSON
+    object (`json_object`), or a GBNF `grammar`."""
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    json_object: bool | None = None
+    grammar: str | None = None
+
+
 class StreamOptions(_Tolerant):
     include_usage: bool = False
 
@@ -99,6 +108,9 @@ class SamplingFields(_Tolerant):
     stream_options: StreamOptions | None = None
     user: str | None = None
     priority: int | None = None  # higher is served first (voice before background work)
+    response_format: ResponseFormat | None = None
+    grammar: str | None = None  # llama.cpp server's GBNF field
+    structured_outputs: StructuredOutputs | None = None  # vLLM's field
 
     @field_validator("stop")
     @classmethod
@@ -126,8 +138,6 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    response_format: ResponseFormat | None = None
-    grammar: str | None = None  # llama.cpp server's GBNF field
     # Legacy function calling, mapped onto tools.
     functions: list[FunctionDefinition] | None = None
     function_call: Literal["none", "auto"] | FunctionName | None = None
@@ -136,21 +146,33 @@ class ChatCompletionRequest(SamplingFields):
         return self.max_completion_tokens or self.max_tokens
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    """`prompt`: text, or token ids (as vLLM takes them); a list holding one of either."""
+
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=1)]
     echo: Literal[False] = False
     logprobs: None = None
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None
     suffix: None = None
 
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def prompt_text(self) -> str | None:
+        """The prompt as text, or None when it came as token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return prompt
+        return prompt[0] if isinstance(prompt[0], str) else None
+
+    def prompt_ids(self) -> tuple[int, ...] | None:
+        prompt = self.prompt
+        if isinstance(prompt, str) or isinstance(prompt[0], str):
+            return None
+        return tuple(prompt[0]) if isinstance(prompt[0], list) else tuple(prompt)  # type: ignore[arg-type]
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
-
-
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
 class EmbeddingRequest(_Tolerant):
@@ -178,9 +200,20 @@ class TokenizeRequest(_Tolerant):
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     tools: list[ToolDefinition] | None = None
+    # For a raw prompt: add BOS where the model expects it (vLLM's field), and tokenize special-token
+    # text as plain text (the name of Hugging Face tokenizers' option).
+    add_special_tokens: bool = True
+    split_special_tokens: bool = False
 
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of prompt (text) or messages (a chat)")
         return self
+
+
+class DetokenizeRequest(_Tolerant):
+    """`POST /detokenize`, in vLLM's shape."""
+
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0)]]

@@ -12,7 +12,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
-from backends import choose_engine, engine_names, machine_report, preferred_engine
+from backends import choose_engine, machine_report, preferred_engine
+from backends.kinds import local_engine_names
 from server.dependencies import AdminIdentity, AppSettings, Client, require_admin_key
 from service.errors import InvalidRequestError
 from service.vllm_command import CommandParseError, parse_vllm_command
@@ -22,7 +23,8 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin_key)])
 
 class EngineSwitch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    engine: Literal[(*engine_names(), "auto")]  # type: ignore[valid-type]  # auto: the rule of JARVIS_INFERENCE_ENGINE=auto
+    # A model switches between the engines that run it here; auto: the rule of JARVIS_INFERENCE_ENGINE=auto.
+    engine: Literal[(*local_engine_names(), "auto")]  # type: ignore[valid-type]
     model: str | None = None  # alias; default: the default model
 
 
