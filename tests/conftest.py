@@ -102,11 +102,11 @@ class LiveServer:
         return f"{self.base_url}/v1"
 
 
-def start_live_server(tmp_dir: Path, **env_overrides: str) -> LiveServer:
-    """`python main.py` (the supervisor and its server process) on a free port, once /health is 200.
-    The server dies with this test process, however it ends (SIGKILL included): call it from the
-    main thread."""
-    port = free_port()
+def start_live_server(tmp_dir: Path, port: int | None = None, **env_overrides: str) -> LiveServer:
+    """`python main.py` (the supervisor and its server process) on a free port (or `port`), once
+    /health is 200. The server dies with this test process, however it ends (SIGKILL included):
+    call it from the main thread."""
+    port = port or free_port()
     # Explicit values beat a developer's .env; inherited JARVIS_ variables are dropped.
     inherited = {key: value for key, value in os.environ.items() if not key.startswith("JARVIS_") and key != "DEBUG"}
     env = {
