@@ -141,6 +141,14 @@ OPENAI = EngineKind(
         EngineOption("health_interval", float, 5.0, "seconds between health checks of each upstream; a down one is "
                      "probed as often until it answers.", gt=0),
         EngineOption(
+            "startup_timeout", float, 600.0, "seconds a load waits for upstreams that are starting: one that answers "
+            "503 while it loads its model, or one this server starts.", gt=0,
+        ),
+        EngineOption(
+            "tokenizer", str, None, "the GGUF file the upstreams run: its vocabulary is read here (not its weights) and "
+            "prompts are tokenized here, one round trip less per request. Empty = the upstream tokenizes.",
+        ),
+        EngineOption(
             "upstreams", list, None, "several upstreams for one model, each {base_url, api_key_env, flavour, start}; "
             "`start: {engine, via, model, context_size, options}` makes this server start and stop it (see README).",
             check=upstreams_problem,

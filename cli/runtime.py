@@ -50,11 +50,27 @@ def status(context: typer.Context, as_json: JsonOption = False) -> None:
         ["alias", "state", "engine", "in flight", "busy slots", "queue", "context", "chat format", "loaded in"],
         [_status_row(model) for model in admin["models"]],
     )
+    upstreams = [_upstream_row(model, upstream) for model in admin["models"] for upstream in (model.get("engine_stats") or {}).get("upstreams", [])]
+    if upstreams:
+        output.table("Upstreams", ["model", "upstream", "flavour", "health", "in flight", "requests", "failures", "TTFT", "managed"], upstreams)
+    fallbacks = [(model["alias"], model["last_fallback"]) for model in admin["models"] if model.get("last_fallback")]
+    for alias, last in fallbacks:
+        output.note(f"{alias}: {last['count']} requests served by its fallback {last['to']}; the last because {last['reason']}")
+
+
+def _upstream_row(model: dict[str, Any], upstream: dict[str, Any]) -> list[object]:
+    health = "up" if upstream["healthy"] else f"down: {upstream['reason']}"
+    ttft = f"{upstream['ttft_seconds'] * 1000:.0f} ms" if upstream.get("ttft_seconds") is not None else None
+    managed = upstream.get("managed")
+    started = f"{managed['state']} (pid {managed['pid']}, {managed['restarts']} restarts)" if managed else None
+    return [model["alias"], upstream["name"], upstream["flavour"], health, upstream["in_flight"], upstream["requests"], upstream["failures"], ttft, started]
 
 
 def _status_row(model: dict[str, Any]) -> list[object]:
     stats = model.get("engine_stats") or {}
-    busy = f"{stats['busy_slots']}/{stats['parallel']}" if "busy_slots" in stats else None
+    busy = None
+    if "busy_slots" in stats:  # a remote model has no slots here: its requests in flight upstream
+        busy = f"{stats['busy_slots']}/{stats['parallel']}" if stats.get("parallel") else str(stats["busy_slots"])
     state = model["state"] if not model.get("failure") else f"{model['state']}: {model['failure']}"
     loaded = f"{model['load_seconds']:.1f} s" if model.get("load_seconds") is not None else None
     return [model["alias"], state, model["engine"], model["in_flight"], busy, stats.get("queue_length"), model.get("context_length"), model.get("chat_format"), loaded]

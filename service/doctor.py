@@ -16,8 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from backends import ENGINE_KINDS, choose_engine, probe
+from backends import ENGINE_KINDS, choose_engine, engine_kind, probe
 from backends.kinds import model_format
+from backends.remote.config import UpstreamConfig, UpstreamConfigError, upstream_configs
 from service.gguf_metadata import GGUFError, read_gguf
 from service.model_files import ModelFileError, hf_cached_snapshot, packaged_model_path
 from service.model_registry import ModelEntry, RegistryError, load_registry, registry_path
@@ -159,6 +160,8 @@ def _model_files(context: Context) -> Iterator[Check]:
     settings = context.settings
     for entry in context.entries if settings else []:
         name = f"model {entry.alias}"
+        if not engine_kind(entry.engine).local:
+            continue  # a remote model's name is the upstream's (see the upstream checks)
         if not entry.model:
             try:
                 yield Check(name, PASS, f"the packaged model: {packaged_model_path(settings.cache_dir)}")  # type: ignore[union-attr]
@@ -182,6 +185,43 @@ def _model_files(context: Context) -> Iterator[Check]:
             yield Check(name, PASS, f"HF id {entry.model}, in the HF cache")
         else:
             yield Check(name, WARN, f"HF id {entry.model} is not on this machine", "vLLM fetches it from the model hub on its first load; that needs network access")
+
+
+def _upstreams(context: Context) -> Iterator[Check]:
+    """Each remote model's upstreams: answering, or started by this server; their keys set."""
+    settings = context.settings
+    for entry in context.entries if settings else []:
+        kind = engine_kind(entry.engine)
+        if kind.local:
+            continue
+        options = {**settings.engine_defaults(kind), **{key: value for key, value in entry.options.items() if value is not None}}  # type: ignore[union-attr]
+        try:
+            configs = upstream_configs(options)
+        except UpstreamConfigError as error:
+            yield Check(f"model {entry.alias}", FAIL, str(error), "set options.base_url or options.upstreams (README: remote models)")
+            continue
+        for config in configs:
+            yield _upstream_check(entry.alias, entry.fallback, config)
+
+
+def _upstream_check(alias: str, fallback: str | None, config: UpstreamConfig) -> Check:
+    name = f"upstream {config.name} ({alias})"
+    if config.api_key_env and not config.api_key():
+        return Check(name, FAIL, f"the variable {config.api_key_env} (api_key_env) is not set", f"export {config.api_key_env}=<the upstream's key>")
+    if config.launch is not None:
+        return Check(name, PASS, f"started by this server when {alias} loads ({config.launch.engine}, via {config.launch.via})")
+    headers = {"Authorization": f"Bearer {config.api_key()}"} if config.api_key() else {}
+    try:
+        answer = httpx.get(f"{config.root}/health", headers=headers, timeout=3)
+        if answer.status_code == 404:  # llama-cpp-python's server has no /health
+            answer = httpx.get(f"{config.base_url}/models", headers=headers, timeout=3)
+    except httpx.HTTPError as error:
+        problem = f"{config.base_url} does not answer ({type(error).__name__}: {' '.join(str(error).split()) or 'no detail'})"
+        where = f"requests go to its fallback {fallback} meanwhile" if fallback else f"requests for {alias} fail (503) meanwhile"
+        return Check(name, WARN, problem, f"start the upstream, or check the address; {where}")
+    if answer.status_code == 200:
+        return Check(name, PASS, f"{config.base_url} answers")
+    return Check(name, WARN, f"{config.base_url} answers {answer.status_code}", "a 503 while it loads its model is normal; 401 means a wrong key")
 
 
 def _port(context: Context) -> Iterator[Check]:
@@ -233,6 +273,7 @@ CHECKS: list[tuple[str, CheckFunction]] = [
     ("llama.cpp", _llama_cpp),
     ("vLLM and GPUs", _vllm),
     ("model files", _model_files),
+    ("upstreams", _upstreams),
     ("port", _port),
     ("keys", _keys),
 ]

@@ -1,6 +1,6 @@
 """Real tier: upstreams failing under a remote model. Two instances of this server on the packaged
-model serve the alias `pair` (fallback: the local model); `slow` has one of them only, a 2 s
-timeout and no fallback. One upstream is killed while streams run on both; one is frozen
+model serve the alias `pair` (fallback: the local model; prompts tokenized here from the GGUF file);
+`slow` has one of them only, a 2 s timeout and no fallback. One upstream is killed while streams run on both; one is frozen
 (SIGSTOP: it accepts connections and answers nothing); then both are killed."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY, LiveServer, start_live_server, stop_live_server
-from tests.upstream_servers import freeze, kill, port_of, start_upstream, thaw
+from tests.upstream_servers import freeze, kill, packaged_model, port_of, start_upstream, thaw
 
 pytestmark = pytest.mark.real
 
@@ -39,7 +39,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     models.write_text(
         "models:\n"
         "  - {alias: local, engine: llama_cpp, context_size: 1024, options: {parallel: 2, n_threads: 1}}\n"
-        f"  - {{alias: pair, engine: openai, model: jarvis, fallback: local, options: {{health_interval: 0.5, upstreams: [{pair}]}}}}\n"
+        f"  - {{alias: pair, engine: openai, model: jarvis, fallback: local,\n"
+        f"     options: {{health_interval: 0.5, tokenizer: '{packaged_model()}', upstreams: [{pair}]}}}}\n"
         f"  - {{alias: slow, engine: openai, model: jarvis, options: {{base_url: '{upstreams[0].api_url}', timeout: 2, health_interval: 0.5}}}}\n"
     )
     proxy = start_live_server(folder, JARVIS_MODELS_FILE=str(models), JARVIS_ADMIN_KEY=ADMIN_KEY)
@@ -68,6 +69,7 @@ def wait_until(condition, timeout: float = 60) -> None:  # type: ignore[no-untyp
 
 def test_killing_an_upstream_cuts_only_its_streams_and_it_comes_back(rig: Rig, client: openai.OpenAI) -> None:
     client.chat.completions.create(model="pair", messages=STORY, max_tokens=2)  # loads the remote model
+    assert "model jarvis: prompts are tokenized here" in rig.proxy.log_path.read_text()
     outcomes: dict[int, str] = {}
     started = [threading.Event() for _ in range(4)]
 

@@ -187,3 +187,15 @@ async def test_status_and_metrics_per_upstream(tmp_path: Path) -> None:
         metrics = (await rig.client.get("/metrics")).text
         for name in ("jarvis_upstream_up", "jarvis_upstream_in_flight", "jarvis_upstream_requests_total", "jarvis_upstream_failures_total"):
             assert f'{name}{{model="remote",upstream="up-b"}}' in metrics
+
+
+async def test_a_tokenizer_file_that_is_not_the_upstreams_model_is_refused(tmp_path: Path) -> None:
+    from tests.upstream_servers import packaged_model
+
+    registry = remote_registry(("up-a",), options=f", tokenizer: '{packaged_model()}'")
+    async with remote_rig(tmp_path, ("up-a",), registry=registry) as rig:
+        answer = (await rig.client.post(CHAT, json={"model": "remote", "messages": MESSAGES})).json()
+        assert answer["model"] == "local"  # the remote model did not load: its fallback served
+        status = (await rig.client.get("/admin/status", headers=ADMIN)).json()
+        remote = next(model for model in status["models"] if model["alias"] == "remote")
+        assert remote["state"] == "failed" and "does not tokenize as the upstream does" in remote["failure"]

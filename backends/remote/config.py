@@ -34,7 +34,7 @@ class LaunchSpec:
     model: str = ""  # empty: the remote entry's model
     context_size: int | None = None  # empty: the remote entry's context size
     options: Mapping[str, Any] = field(default_factory=dict)
-    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
+    startup_timeout: float | None = None  # empty: the model's startup_timeout option
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -150,8 +150,8 @@ def _launch(raw: object, where: str, base_url: str) -> LaunchSpec:
     context = raw.get("context_size")
     if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 256):
         raise UpstreamConfigError(f"{where}.context_size: must be a whole number of at least 256, got {context!r}")
-    timeout = raw.get("startup_timeout", DEFAULT_STARTUP_TIMEOUT)
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+    timeout = raw.get("startup_timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
         raise UpstreamConfigError(f"{where}.startup_timeout: must be a number of seconds above 0, got {timeout!r}")
     env = raw.get("env") or {}
     if not isinstance(env, Mapping) or not all(isinstance(key, str) and isinstance(item, str | int | float) for key, item in env.items()):
@@ -162,7 +162,7 @@ def _launch(raw: object, where: str, base_url: str) -> LaunchSpec:
     model = raw.get("model", "")
     if not isinstance(model, str):
         raise UpstreamConfigError(f"{where}.model: must be a model path or id")
-    return LaunchSpec(engine, via, model, context, dict(options), float(timeout), {key: str(item) for key, item in env.items()})
+    return LaunchSpec(engine, via, model, context, dict(options), None if timeout is None else float(timeout), {key: str(item) for key, item in env.items()})
 
 
 def _known(raw: Mapping[str, Any], fields: tuple[str, ...], where: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -32,11 +33,12 @@ from backends.base import (
     EngineUnavailableError,
     GenerationRequest,
 )
-from backends.remote.config import UpstreamConfig, UpstreamConfigError, upstream_configs
+from backends.remote.config import DEFAULT_STARTUP_TIMEOUT, UpstreamConfig, UpstreamConfigError, upstream_configs
 from backends.remote.flavours import FLAVOURS, Flavour, RemoteConstraint
 from backends.remote.launch import launch_command
 from backends.remote.managed import ManagedServer
 from backends.remote.pool import UpstreamPool
+from backends.remote.tokenizer import LocalTokenizer
 from backends.remote.upstream import Timeouts, Upstream
 
 logger = logging.getLogger(__name__)
@@ -60,11 +62,13 @@ class RemoteEngine:
             raise EngineError(str(error)) from None
         self._timeouts = Timeouts(connect=float(options.get("connect_timeout") or 5.0), read=float(options.get("timeout") or 120.0))  # type: ignore[arg-type]
         self._interval = float(options.get("health_interval") or 5.0)  # type: ignore[arg-type]
+        self._startup_timeout = float(options.get("startup_timeout") or DEFAULT_STARTUP_TIMEOUT)  # type: ignore[arg-type]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._pool: UpstreamPool | None = None
         self._info: EngineInfo | None = None
         self._stop_ids: list[int] = []
+        self._tokenizer: LocalTokenizer | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -76,11 +80,18 @@ class RemoteEngine:
         try:
             await self._start_managed(upstreams)
             await self._pool.check_all()
+            deadline = time.monotonic() + self._startup_timeout
+            while self._pool.facts() is None and self._pool.starting() and time.monotonic() < deadline:
+                await asyncio.sleep(min(self._interval, 1.0))  # an upstream that is loading its model: wait for it
+                await self._pool.check_all()
             facts = self._pool.facts()
             if facts is None:
                 raise self._pool.unavailable()
             self._info = self._make_info(facts)
             self._stop_ids = await self._end_of_turn_ids()
+            tokenizer_file = self._config.options.get("tokenizer")
+            if tokenizer_file:
+                self._tokenizer = await self._local_tokenizer(str(tokenizer_file))
         except BaseException:
             await self.close()
             raise
@@ -117,7 +128,7 @@ class RemoteEngine:
             upstream.flavour = FLAVOURS[launch.flavour]
         health = f"{config.root}{upstream.flavour.health_path}"
         return ManagedServer(
-            upstream.name, launch, health, spec.startup_timeout,
+            upstream.name, launch, health, spec.startup_timeout or self._startup_timeout,
             on_down=upstream.mark_down,
             on_up=lambda: asyncio.ensure_future(self._pool.check(upstream)) if self._pool else None,
         )
@@ -138,6 +149,17 @@ class RemoteEngine:
             vocab_size=facts.vocab_size,
         )
 
+    async def _local_tokenizer(self, path: str) -> LocalTokenizer:
+        """The vocabulary of `path`, checked against an upstream's: a file that tokenizes otherwise is refused."""
+        tokenizer = await asyncio.to_thread(LocalTokenizer, path)
+        probe = "Hello, wörld! <start_of_turn>user\n42 ünïcode 🙂"
+        remote = await self._pool.on_any(lambda upstream: upstream.tokenize(probe, special=True, add_bos=True))  # type: ignore[union-attr]
+        if tokenizer.tokenize(probe) != remote:
+            tokenizer.close()
+            raise EngineError(f"options.tokenizer: {path} does not tokenize as the upstream does; give the GGUF file the upstream runs")
+        logger.info("remote model %s: prompts are tokenized here with the vocabulary of %s", self._config.model, path)
+        return tokenizer
+
     async def _end_of_turn_ids(self) -> list[int]:
         """The single-token turn ends of the upstream's vocabulary (for vLLM's stop_token_ids)."""
         if not any(upstream.flavour and upstream.flavour.stop_token_ids for upstream in self._pool.upstreams):  # type: ignore[union-attr]
@@ -157,6 +179,9 @@ class RemoteEngine:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        tokenizer, self._tokenizer = self._tokenizer, None
+        if tokenizer is not None:
+            tokenizer.close()
 
     # ---- contract ------------------------------------------------------------------------------
 
@@ -166,6 +191,8 @@ class RemoteEngine:
         return self._info
 
     def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
+        if self._tokenizer is not None:
+            return self._tokenizer.tokenize(text, special=special, add_bos=add_bos)
         pool = self._started()
         return self._blocking(
             pool.on_any(
@@ -175,6 +202,8 @@ class RemoteEngine:
         )
 
     def detokenize(self, token_ids: list[int]) -> str:
+        if self._tokenizer is not None:
+            return self._tokenizer.detokenize(token_ids)
         return self._blocking(self._started().on_any(lambda upstream: upstream.detokenize(token_ids)))
 
     def compile_constraint(self, spec: ConstraintSpec) -> RemoteConstraint:
@@ -205,9 +234,8 @@ class RemoteEngine:
     def stats(self) -> dict[str, object]:
         upstreams = self._pool.upstreams if self._pool is not None else []
         return {
-            "busy_slots": sum(upstream.in_flight for upstream in upstreams),
+            "busy_slots": sum(upstream.in_flight for upstream in upstreams),  # requests running upstream
             "queue_length": 0,
-            "parallel": 0,
             "upstreams": [upstream.status() for upstream in upstreams],
         }
 

@@ -105,6 +105,10 @@ class UpstreamPool:
         else:
             upstream.mark_down(reason)
 
+    def starting(self) -> bool:
+        """Whether an upstream answers but is still loading its model."""
+        return any(upstream.starting for upstream in self.upstreams)
+
     def facts(self) -> ModelFacts | None:
         """What the first upstream in the configured order that answered says about the model."""
         return next((self._facts[upstream.name] for upstream in self.upstreams if upstream.name in self._facts), None)

@@ -49,6 +49,7 @@ class Upstream:
         self._timeouts = timeouts
         self.flavour: Flavour | None = FLAVOURS.get(config.flavour)
         self.healthy = False
+        self.starting = False  # it answers, but is still loading its model (503)
         self.reason: str | None = "not checked yet"  # why it is down
         self.down_since: float | None = None
         self.in_flight = 0
@@ -120,6 +121,7 @@ class Upstream:
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
+            self.starting = response.status_code == 503
             raise self.status_error(response.status_code, response.content)
         try:
             return response.json()
@@ -129,6 +131,7 @@ class Upstream:
     async def check(self) -> str | None:
         """None when the server answers its health route with 200; else why not. The first time
         (flavour auto), what kind of server it is."""
+        self.starting = False
         try:
             flavour = await self._detected()
         except EngineUnavailableError as error:
@@ -139,7 +142,8 @@ class Upstream:
             return str(self.transport_error(error))
         if response.status_code == 200:
             return None
-        return f"upstream {self.name}: {flavour.health_path} answered {response.status_code}"
+        self.starting = response.status_code == 503
+        return f"upstream {self.name}: {flavour.health_path} answered {response.status_code}" + (" (still starting)" if self.starting else "")
 
     async def _detected(self) -> Flavour:
         if self.flavour is None:
@@ -256,12 +260,16 @@ class Upstream:
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[JSON]:
+    done = False
     async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+        # After [DONE], read on to the end of the body: a response read whole returns its
+        # connection to the pool for the next request (one left unread is closed).
+        if done or not line.startswith("data:"):
             continue  # blank separators, `event:` lines, comments
         data = line[5:].strip()
         if data == "[DONE]":
-            return
+            done = True
+            continue
         try:
             event = json.loads(data)
         except ValueError:
