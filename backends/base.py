@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 
@@ -55,6 +55,10 @@ class GenerationRequest:
     # Keeps a conversation on one server where an engine routes over several (a remote engine):
     # the `user`, else a hash of the system prompt and tools. Set only for engines that route.
     affinity: str | None = None
+    # The request as the client sent it (the core's GenerationInput: messages, tools, tool choice,
+    # output format), for an engine that passes the conversation on instead of a prompt (a
+    # chat-only upstream). Set only for engines with capabilities.messages.
+    conversation: Any = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class Delta:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     cache_source: str | None = None  # where the cached tokens came from (slot, copy, disk, warm)
+    # From engines that pass the conversation on (capabilities.messages): thinking text, and whole
+    # tool calls as (name, arguments as JSON text), which that engine's server parsed.
+    reasoning: str = ""
+    calls: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class EngineCapabilities:
     embeddings: bool = False
     batching: bool = False  # serves several sequences at once
     routing: bool = False  # spreads requests over several servers (wants GenerationRequest.affinity)
+    # Takes the conversation itself, not a prompt (GenerationRequest.conversation); its server
+    # renders, tokenizes and parses tool calls, and its token counts are estimates here.
+    messages: bool = False
 
 
 @dataclass(frozen=True)

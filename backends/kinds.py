@@ -131,7 +131,7 @@ OPENAI = EngineKind(
         EngineOption(
             "flavour", Literal[FLAVOURS], "auto",  # type: ignore[valid-type]
             "what the upstream is: vllm (vllm serve), jarvis (this server), llama_cpp (llama-cpp-python's server), "
-            "or auto (asked at load).",
+            "chat (an API that takes only chat: the conversation is passed on), or auto (asked at load; never chat).",
         ),
         EngineOption("connect_timeout", float, 5.0, "seconds to connect to an upstream before it counts as down.", gt=0),
         EngineOption(

@@ -59,7 +59,8 @@ def status(context: typer.Context, as_json: JsonOption = False) -> None:
 
 
 def _upstream_row(model: dict[str, Any], upstream: dict[str, Any]) -> list[object]:
-    health = "up" if upstream["healthy"] else f"down: {upstream['reason']}"
+    reason = str(upstream["reason"]).replace(f"upstream {upstream['name']} ", "")
+    health = "up" if upstream["healthy"] else f"down: {reason}"
     ttft = f"{upstream['ttft_seconds'] * 1000:.0f} ms" if upstream.get("ttft_seconds") is not None else None
     managed = upstream.get("managed")
     started = f"{managed['state']} (pid {managed['pid']}, {managed['restarts']} restarts)" if managed else None

@@ -272,8 +272,10 @@ class GenerationCore:
         sampling = _sampling(request, max_tokens, constraint)
         request_id = uuid.uuid4().hex  # adapters show it with their own prefix (chatcmpl-, resp_, msg_)
         affinity = (request.cache_key or conversation_key(request)) if lease.info.capabilities.routing else None
+        conversation = request if lease.info.capabilities.messages else None
         engine_request = GenerationRequest(
-            request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority, prompt_text=prompt, affinity=affinity
+            request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority, prompt_text=prompt,
+            affinity=affinity, conversation=conversation,
         )
         format_stops = lease.chat_format.stop if request.messages else ()
         return Prepared(lease, request, engine_request, prompt, plan, request.stop, format_stops, load_seconds)
@@ -353,9 +355,12 @@ class GenerationCore:
     async def _run(self, prepared: Prepared) -> AsyncIterator[Event]:
         plan = prepared.plan
         stops = StopStringMatcher((*prepared.stops, *prepared.format_stops))
-        markers = prepared.lease.chat_format.reasoning if prepared.request.messages else None
+        # An engine that passes the conversation on gets reasoning and tool calls parsed by its server.
+        passthrough = prepared.lease.info.capabilities.messages
+        markers = prepared.lease.chat_format.reasoning if prepared.request.messages and not passthrough else None
         splitter = ReasoningSplitter(*markers) if markers else None
-        detector = ToolCallDetector(plan.parser, plan.forced) if plan.parser else None
+        detector = ToolCallDetector(plan.parser, plan.forced) if plan.parser and not passthrough else None
+        passed_calls = 0
         deltas = prepared.lease.engine.generate(prepared.engine_request)
         started = time.perf_counter()
         first_token_at: float | None = None
@@ -373,13 +378,19 @@ class GenerationCore:
                 if events and all(isinstance(event, ReasoningDelta) for event in events):
                     reasoning_tokens += delta.completion_tokens - counted
                 counted = delta.completion_tokens
+                if delta.reasoning:
+                    yield ReasoningDelta(delta.reasoning)
                 for event in events:
                     yield event
+                for name, arguments in delta.calls:
+                    yield ToolCallEvent(passed_calls, _passed_call(name, arguments))
+                    passed_calls += 1
                 if not finished:
                     continue
                 now = time.perf_counter()
                 usage = Usage(
-                    prompt_tokens=prepared.prompt_tokens,
+                    # A passed-on conversation was counted here by estimate; its server's count is exact.
+                    prompt_tokens=delta.prompt_tokens if passthrough and delta.prompt_tokens else prepared.prompt_tokens,
                     completion_tokens=delta.completion_tokens,
                     cached_tokens=delta.cached_tokens,
                     reasoning_tokens=reasoning_tokens,
@@ -393,6 +404,8 @@ class GenerationCore:
                 )
                 _log_finished(prepared, usage)
                 reason = "stop" if stops.stopped else delta.finish_reason
+                if passed_calls and reason != "length":
+                    reason = "tool_calls"
                 if detector is not None:
                     for event in _tool_events(detector, plan, reason == "length"):
                         if isinstance(event, ToolCallEvent) and reason != "length":
@@ -406,7 +419,7 @@ class GenerationCore:
         except ConstraintError as error:
             raise InvalidRequestError(f"the output constraint cannot be used: {error}", param=prepared.request.names.output) from error
         except (EngineUnavailableError, EngineRefusedError) as error:
-            logger.warning("generation %s: %s", prepared.request_id, error)
+            # The client gets why (503, 504, 400); a fallback serving instead is logged where it is chosen.
             raise service_error(error) from error
         except EngineError as error:
             logger.exception("generation %s failed", prepared.request_id)
@@ -433,6 +446,17 @@ def service_error(error: EngineError) -> ServiceError:
     if isinstance(error, ConstraintError):
         return InvalidRequestError(f"the output constraint cannot be used: {error}")
     return GenerationFailedError(f"generation failed: {error}")
+
+
+def _passed_call(name: str, arguments: str) -> ToolCall:
+    """A tool call an engine's server parsed (a chat-only upstream), arguments as JSON text."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        return ToolCall(new_call_id(), name, {}, arguments, complete=False)
+    return ToolCall(new_call_id(), name, parsed, json.dumps(parsed, ensure_ascii=False))
 
 
 def conversation_key(request: GenerationInput) -> str | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-FLAVOURS = ("auto", "vllm", "jarvis", "llama_cpp")
+FLAVOURS = ("auto", "vllm", "jarvis", "llama_cpp", "chat")
 Via = Literal["native", "jarvis"]
 VIAS: tuple[str, ...] = ("native", "jarvis")
 

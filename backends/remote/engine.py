@@ -33,6 +33,7 @@ from backends.base import (
     EngineUnavailableError,
     GenerationRequest,
 )
+from backends.remote.chat import chat_body, estimate_tokens
 from backends.remote.config import DEFAULT_STARTUP_TIMEOUT, UpstreamConfig, UpstreamConfigError, upstream_configs
 from backends.remote.flavours import FLAVOURS, Flavour, RemoteConstraint
 from backends.remote.launch import launch_command
@@ -69,6 +70,7 @@ class RemoteEngine:
         self._info: EngineInfo | None = None
         self._stop_ids: list[int] = []
         self._tokenizer: LocalTokenizer | None = None
+        self._messages = False  # the upstreams take the conversation (flavour chat)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -90,7 +92,7 @@ class RemoteEngine:
             self._info = self._make_info(facts)
             self._stop_ids = await self._end_of_turn_ids()
             tokenizer_file = self._config.options.get("tokenizer")
-            if tokenizer_file:
+            if tokenizer_file and not self._messages:
                 self._tokenizer = await self._local_tokenizer(str(tokenizer_file))
         except BaseException:
             await self.close()
@@ -135,13 +137,19 @@ class RemoteEngine:
 
     def _make_info(self, facts: Any) -> EngineInfo:
         flavours = [upstream.flavour for upstream in self._pool.upstreams if upstream.flavour is not None]  # type: ignore[union-attr]
+        passed_on = {flavour.messages for flavour in flavours}
+        if len(passed_on) > 1:
+            raise EngineError("a model's upstreams are either all chat-only (flavour chat) or none: one prompt cannot go both ways")
+        self._messages = passed_on == {True}
         # Special-token text in messages is tokenized as text only where every upstream can.
         guarded = bool(flavours) and all(flavour.splits_special for flavour in flavours)
         return EngineInfo(
             model_id=self._config.model or facts.model_id,
             context_length=int(facts.context_length or self._config.context_size),
             architecture=facts.architecture,
-            capabilities=EngineCapabilities(grammar=True, embeddings=facts.embeddings, batching=True, routing=True),
+            capabilities=EngineCapabilities(
+                grammar=True, embeddings=facts.embeddings, batching=True, routing=True, messages=self._messages
+            ),
             chat_template=facts.chat_template,
             bos_token=facts.bos_token,
             eos_token=facts.eos_token,
@@ -193,6 +201,8 @@ class RemoteEngine:
     def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
         if self._tokenizer is not None:
             return self._tokenizer.tokenize(text, special=special, add_bos=add_bos)
+        if self._messages:
+            return estimate_tokens(text)  # a chat-only upstream tokenizes nothing for others
         pool = self._started()
         return self._blocking(
             pool.on_any(
@@ -204,11 +214,17 @@ class RemoteEngine:
     def detokenize(self, token_ids: list[int]) -> str:
         if self._tokenizer is not None:
             return self._tokenizer.detokenize(token_ids)
+        if self._messages:
+            raise EngineRefusedError("this model's upstream takes chat only: send text, not token ids")
         return self._blocking(self._started().on_any(lambda upstream: upstream.detokenize(token_ids)))
 
     def compile_constraint(self, spec: ConstraintSpec) -> RemoteConstraint:
         """The spec as it is (the upstream checks it; a refusal is a 400); plus GBNF where an
         upstream takes only that."""
+        if self._messages:
+            if spec.kind == "grammar":
+                raise ConstraintError("a chat-only upstream takes no GBNF grammar; send a JSON schema")
+            return RemoteConstraint(spec)
         if not any(upstream.flavour and upstream.flavour.takes_gbnf_only for upstream in self._started().upstreams):
             return RemoteConstraint(spec)
         if spec.kind == "grammar":
@@ -254,7 +270,10 @@ class RemoteEngine:
             started = False
             try:
                 try:
-                    stream = upstream.complete(await self._body(upstream, request))
+                    if self._messages:
+                        stream = upstream.chat(chat_body(request, self._config.model or self.info().model_id))
+                    else:
+                        stream = upstream.complete(await self._body(upstream, request))
                     first = await anext(stream)  # type: ignore[call-overload]
                 except EngineRefusedError:
                     raise

@@ -63,6 +63,9 @@ class Flavour:
     constraint: Callable[[RemoteConstraint], JSON]  # the compiled constraint -> request fields
     takes_gbnf_only: bool = False  # JSON schemas go as GBNF (made here)
     stop_token_ids: bool = False  # told the turn-end token ids to stop on (vLLM renders no turn ends itself)
+    # Takes the conversation itself at /v1/chat/completions (a chat-only API): no token ids, no
+    # template here; its server parses tool calls (backends.remote.chat).
+    messages: bool = False
     # Tokenizes special-token text as plain text on request (else such text is not guarded).
     splits_special: bool = False
     # Adds BOS whatever it is told: add_bos=False strips the BOS prefix it adds.
@@ -158,6 +161,16 @@ async def _vllm_facts(http: UpstreamHTTP, model: str) -> ModelFacts:
     )
 
 
+async def _chat_facts(http: UpstreamHTTP, model: str) -> ModelFacts:
+    from backends.remote.chat import COUNTING_TEMPLATE
+
+    listing = await http.get_json("/v1/models") or {}
+    served = [str(card.get("id")) for card in listing.get("data", []) if isinstance(card, dict)]
+    if model and served and model not in served:
+        raise EngineError(f"it does not serve the model {model!r} (it serves: {', '.join(served[:20])})")
+    return ModelFacts(model_id=model or (served[0] if served else ""), chat_template=COUNTING_TEMPLATE)
+
+
 async def _llama_cpp_facts(http: UpstreamHTTP, model: str) -> ModelFacts:
     listing = await http.get_json("/v1/models") or {}
     cards = [card for card in listing.get("data", []) if isinstance(card, dict)]
@@ -226,7 +239,23 @@ LLAMA_CPP = Flavour(
     stream_options={},  # it sends no usage in streams: tokens are counted by chunk
 )
 
-FLAVOURS: dict[str, Flavour] = {flavour.name: flavour for flavour in (VLLM, JARVIS, LLAMA_CPP)}
+CHAT = Flavour(
+    name="chat",
+    label="a chat-only API (its /v1/chat/completions)",
+    health_path="/v1/models",
+    tokenize_path="",
+    tokenize_body=lambda text, add_bos, special: {},
+    detokenize_path="",
+    detokenize_body=lambda ids: {},
+    detokenized_key="",
+    facts=_chat_facts,
+    token_prompts=False,
+    sampling=lambda sampling: {},  # backends.remote.chat builds the whole body
+    constraint=lambda constraint: {},
+    messages=True,
+)
+
+FLAVOURS: dict[str, Flavour] = {flavour.name: flavour for flavour in (VLLM, JARVIS, LLAMA_CPP, CHAT)}
 
 
 async def detect_flavour(http: UpstreamHTTP) -> Flavour:

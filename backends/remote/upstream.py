@@ -10,11 +10,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from backends.base import Delta, EngineError, EngineRefusedError, EngineTimeoutError, EngineUnavailableError
+from backends.remote.chat import ChatChunks
 from backends.remote.config import UpstreamConfig
 from backends.remote.flavours import FLAVOURS, Flavour, ModelFacts, detect_flavour
 
@@ -198,42 +199,42 @@ class Upstream:
             raise EngineUnavailableError(f"upstream {self.name} has not been reached yet")
         return self.flavour
 
-    # ---- streamed completions ----------------------------------------------------------------
+    # ---- streamed answers ----------------------------------------------------------------------
 
-    async def complete(self, body: JSON) -> AsyncIterator[Delta]:
-        """POST /v1/completions with stream on; deltas as the text arrives. Whatever fails before
-        the first delta raises a classified error; after it, an EngineError naming the cut."""
-        url = f"{self.config.base_url}/completions"
-        produced = 0
+    def complete(self, body: JSON) -> AsyncIterator[Delta]:
+        """POST /v1/completions (a prompt or its token ids), streamed."""
+        return self.stream("/completions", body, CompletionChunks())
+
+    def chat(self, body: JSON) -> AsyncIterator[Delta]:
+        """POST /v1/chat/completions (a chat-only upstream), streamed."""
+        return self.stream("/chat/completions", body, ChatChunks())
+
+    async def stream(self, path: str, body: JSON, chunks: Chunks) -> AsyncIterator[Delta]:
+        """Deltas as the answer arrives. Whatever fails before the first delta raises a classified
+        error; after it, an EngineError naming the cut. The finishing delta waits for the usage
+        that follows it."""
+        url = f"{self.config.base_url}{path}"
         started = time.perf_counter()
         try:
             async with self._client.stream("POST", url, json=body, headers=self.headers, timeout=self._timeouts.request()) as response:
                 if response.status_code >= 400:
                     raise self.status_error(response.status_code, await response.aread())
-                pending: Delta | None = None  # the finishing delta, held for the usage that follows
+                timed = False
                 async for event in _sse_events(response):
                     if "error" in event:
                         raise EngineUnavailableError(f"upstream {self.name} reported an error: {_message(event)}")
-                    choices = event.get("choices") or []
-                    usage = event.get("usage") or None
-                    if produced == 0 and choices:
+                    deltas = chunks.feed(event)
+                    if not timed and chunks.started:
                         self.record_first_token(time.perf_counter() - started)
-                    for choice in choices:
-                        text = choice.get("text") or ""
-                        produced = _count(usage, produced + (1 if text else 0))
-                        reason = choice.get("finish_reason")
-                        if reason is None:
-                            if text:
-                                yield Delta(text, produced)
-                            continue
-                        pending = Delta(text, produced, "length" if reason == "length" else "stop")
-                    if usage is not None and pending is not None:
-                        pending = _with_usage(pending, usage)
-                if pending is None:
+                        timed = True
+                    for delta in deltas:
+                        yield delta
+                last = chunks.last()
+                if last is None:
                     raise EngineUnavailableError(f"upstream {self.name} ended the stream without a finish reason")
-                yield pending
+                yield last
         except httpx.HTTPError as error:
-            raise self.transport_error(error, produced) from error
+            raise self.transport_error(error, chunks.produced) from error
 
     # ---- errors --------------------------------------------------------------------------------
 
@@ -278,22 +279,60 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[JSON]:
             yield event
 
 
-def _count(usage: JSON | None, counted: int) -> int:
-    """Tokens generated so far: the server's running count where it sends one, else one per chunk."""
-    if usage and isinstance(usage.get("completion_tokens"), int):
-        return usage["completion_tokens"]
-    return counted
+class Chunks(Protocol):
+    """Reads one kind of streamed answer: deltas per event, and the finishing one at the end."""
+
+    produced: int
+
+    @property
+    def started(self) -> bool: ...
+
+    def feed(self, event: JSON) -> list[Delta]: ...
+
+    def last(self) -> Delta | None: ...
 
 
-def _with_usage(delta: Delta, usage: JSON) -> Delta:
-    details = usage.get("prompt_tokens_details") or {}
-    return Delta(
-        delta.text,
-        int(usage.get("completion_tokens") or delta.completion_tokens),
-        delta.finish_reason,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-    )
+class CompletionChunks:
+    """Streamed `text_completion` chunks: text as it comes; the finish with the usage after it."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self._finish: Delta | None = None
+        self._usage: JSON | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.produced > 0 or self._finish is not None
+
+    def feed(self, event: JSON) -> list[Delta]:
+        usage = event.get("usage") or None
+        if usage is not None:
+            self._usage = usage
+        deltas: list[Delta] = []
+        for choice in event.get("choices") or []:
+            text = choice.get("text") or ""
+            # The server's running count where it sends one (vLLM's continuous usage), else one per chunk.
+            counted = usage.get("completion_tokens") if usage else None
+            self.produced = counted if isinstance(counted, int) else self.produced + (1 if text else 0)
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                self._finish = Delta(text, self.produced, "length" if reason == "length" else "stop")
+            elif text:
+                deltas.append(Delta(text, self.produced))
+        return deltas
+
+    def last(self) -> Delta | None:
+        finish, usage = self._finish, self._usage
+        if finish is None or usage is None:
+            return finish
+        details = usage.get("prompt_tokens_details") or {}
+        return Delta(
+            finish.text,
+            int(usage.get("completion_tokens") or finish.completion_tokens),
+            finish.finish_reason,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+        )
 
 
 def _message(event: JSON) -> str:
