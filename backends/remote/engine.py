@@ -89,6 +89,7 @@ class RemoteEngine:
             facts = self._pool.facts()
             if facts is None:
                 raise self._pool.unavailable()
+            self._messages = self._passes_conversation()
             self._info = self._make_info(facts)
             self._stop_ids = await self._end_of_turn_ids()
             tokenizer_file = self._config.options.get("tokenizer")
@@ -132,15 +133,18 @@ class RemoteEngine:
         return ManagedServer(
             upstream.name, launch, health, spec.startup_timeout or self._startup_timeout,
             on_down=upstream.mark_down,
-            on_up=lambda: asyncio.ensure_future(self._pool.check(upstream)) if self._pool else None,
+            on_up=lambda: self._pool.check(upstream) if self._pool is not None else None,
         )
 
-    def _make_info(self, facts: Any) -> EngineInfo:
-        flavours = [upstream.flavour for upstream in self._pool.upstreams if upstream.flavour is not None]  # type: ignore[union-attr]
-        passed_on = {flavour.messages for flavour in flavours}
+    def _passes_conversation(self) -> bool:
+        """Whether the upstreams take the conversation (flavour chat) rather than a prompt."""
+        passed_on = {upstream.flavour.messages for upstream in self._started().upstreams if upstream.flavour is not None}
         if len(passed_on) > 1:
             raise EngineError("a model's upstreams are either all chat-only (flavour chat) or none: one prompt cannot go both ways")
-        self._messages = passed_on == {True}
+        return passed_on == {True}
+
+    def _make_info(self, facts: Any) -> EngineInfo:
+        flavours = [upstream.flavour for upstream in self._started().upstreams if upstream.flavour is not None]
         # Special-token text in messages is tokenized as text only where every upstream can.
         guarded = bool(flavours) and all(flavour.splits_special for flavour in flavours)
         return EngineInfo(

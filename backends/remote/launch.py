@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.base import EngineError
 from backends.descriptor import EngineKind
 from backends.remote.config import LaunchSpec
 
@@ -67,7 +68,7 @@ def _native_launch(kind: EngineKind, spec: LaunchSpec, model: str, context_size:
     server = kind.server
     assert server is not None
     if not model:
-        raise ValueError(f"a managed {kind.label} server needs a model: set the entry's model or start.model")
+        raise EngineError(f"a managed {kind.label} server needs a model: set the entry's model or start.model")
     program = [sys.executable if word == "{python}" else word for word in server.program]
     model_words = [model] if server.model_flag is None else [f"--{server.model_flag}", model]
     arguments, env, unmapped = option_arguments(kind, dict(spec.options))

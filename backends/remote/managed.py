@@ -16,7 +16,7 @@ import logging
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import IO
 
 import httpx
@@ -41,7 +41,7 @@ class ManagedServer:
         health_url: str,
         startup_timeout: float,
         on_down: Callable[[str], None],
-        on_up: Callable[[], None],
+        on_up: Callable[[], Awaitable[None] | None],
     ) -> None:
         self.name = name
         self.launch = launch
@@ -83,11 +83,20 @@ class ManagedServer:
         self.state = "starting"
         try:
             await self._spawn_and_wait()
+        except EngineUnavailableError:
+            # Its model may still serve through other upstreams: keep trying this one, with back-off.
+            self.state = "failed"
+            await self._terminate()
+            self._watch_in_background()
+            raise
         except BaseException:
             self.state = "failed"
             await self._terminate()
             raise
         self.state = "running"
+        self._watch_in_background()
+
+    def _watch_in_background(self) -> None:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch(), name=f"managed-upstream-{self.name}")
 
@@ -175,7 +184,9 @@ class ManagedServer:
                 await self._terminate()
                 continue
             self.state = "running"
-            self._on_up()
+            back = self._on_up()
+            if back is not None:
+                await back  # the pool checks it again: up, with its model's facts
 
 
 def _pump(stream: IO[bytes] | None, name: str) -> None:
