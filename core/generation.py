@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -27,7 +26,6 @@ from backends.base import (
     EngineError,
     EngineOverloadedError,
     EngineRefusedError,
-    EngineTimeoutError,
     EngineUnavailableError,
     GenerationRequest,
     SamplingParams,
@@ -36,6 +34,7 @@ from chat_formats import TemplateRenderError, render_prompt
 from chat_formats.registry import ToolSupport
 from core.prompt import guard_for, protect
 from core.reasoning import ReasoningSplitter
+from core.remote import conversation_key, service_error
 from core.schemas import check_grammar
 from core.stop_strings import StopStringMatcher
 from core.tool_stream import ToolCallDetector
@@ -59,8 +58,6 @@ from service.errors import (
     InvalidRequestError,
     ModelNotReadyError,
     OverloadedError,
-    ServiceError,
-    UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from service.model_manager import Lease
@@ -220,49 +217,6 @@ class GenerationCore:
         finally:
             lease.release()
 
-    async def tokenize(self, model: str | None, text: str, *, special: bool, add_bos: bool) -> tuple[list[int], int]:
-        """The token ids of raw text as the model's engine makes them, and its context."""
-        _check_text(text, "prompt")
-        lease, _ = await self.acquire(model)
-        try:
-            ids = await asyncio.to_thread(lease.engine.tokenize, text, special=special, add_bos=add_bos)
-            return ids, lease.info.context_length
-        except EngineError as error:
-            raise service_error(error) from error
-        finally:
-            lease.release()
-
-    async def detokenize(self, model: str | None, ids: list[int]) -> str:
-        lease, _ = await self.acquire(model)
-        try:
-            return await asyncio.to_thread(lease.engine.detokenize, _checked_ids(tuple(ids), lease.info.vocab_size))
-        except EngineError as error:
-            raise service_error(error) from error
-        finally:
-            lease.release()
-
-    async def describe(self, model: str | None) -> dict[str, Any]:
-        """What a model is, for another server that drives it as a raw engine (/tokenizer_info)."""
-        lease, _ = await self.acquire(model)
-        try:
-            info = lease.info
-            return {
-                "model": lease.model.entry.alias,
-                "model_id": info.model_id,
-                "engine": lease.engine.name,
-                "architecture": info.architecture,
-                "context_length": info.context_length,
-                "chat_format": lease.chat_format.name,
-                "chat_template": info.chat_template,
-                "bos_token": info.bos_token,
-                "eos_token": info.eos_token,
-                "special_tokens": sorted(info.special_tokens),
-                "vocab_size": info.vocab_size,
-                "capabilities": {"grammar": info.capabilities.grammar, "embeddings": info.capabilities.embeddings},
-            }
-        finally:
-            lease.release()
-
     # ---- preparation (off the event loop) ----------------------------------------------------
 
     async def _prepare(self, lease: Lease, request: GenerationInput, load_seconds: float) -> Prepared:
@@ -295,10 +249,10 @@ class GenerationCore:
             except RecursionError:
                 raise InvalidRequestError("the messages nest too deeply to render", param=request.names.messages) from None
         elif request.prompt_ids is not None:
-            return None, _checked_ids(request.prompt_ids, lease.info.vocab_size), plan
+            return None, checked_ids(request.prompt_ids, lease.info.vocab_size), plan
         else:
             prompt = request.prompt or ""
-        _check_text(prompt, request.names.messages if request.messages else "prompt")
+        check_text(prompt, request.names.messages if request.messages else "prompt")
         ids = guard.tokenize(prompt, lease.engine.tokenize)
         return guard.restore(prompt), ids, plan
 
@@ -432,43 +386,6 @@ class GenerationCore:
         raise GenerationFailedError("the engine ended the generation without a finish reason")
 
 
-def service_error(error: EngineError) -> ServiceError:
-    """An engine's failure as the error a client gets: a remote upstream that is down or too slow
-    (503, 504), or that refused the request (400)."""
-    if isinstance(error, EngineTimeoutError):
-        return UpstreamTimeoutError(str(error))
-    if isinstance(error, EngineUnavailableError):
-        return UpstreamUnavailableError(str(error))
-    if isinstance(error, EngineRefusedError):
-        return InvalidRequestError(str(error))
-    if isinstance(error, EngineOverloadedError):
-        return OverloadedError(str(error), error.retry_after_seconds)
-    if isinstance(error, ConstraintError):
-        return InvalidRequestError(f"the output constraint cannot be used: {error}")
-    return GenerationFailedError(f"generation failed: {error}")
-
-
-def _passed_call(name: str, arguments: str) -> ToolCall:
-    """A tool call an engine's server parsed (a chat-only upstream), arguments as JSON text."""
-    try:
-        parsed = json.loads(arguments or "{}")
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        return ToolCall(new_call_id(), name, {}, arguments, complete=False)
-    return ToolCall(new_call_id(), name, parsed, json.dumps(parsed, ensure_ascii=False))
-
-
-def conversation_key(request: GenerationInput) -> str | None:
-    """What keeps a conversation without a `user` on one upstream: its system prompt and tools
-    (the prefix an upstream's prompt cache holds)."""
-    system = [message.content for message in request.messages if message.role == "system"]
-    if not system and not request.tools:
-        return None
-    tools = sorted((tool.name, tool.description or "", json.dumps(tool.parameters, sort_keys=True)) for tool in request.tools)
-    return hashlib.sha256(json.dumps([system, tools]).encode("utf-8")).hexdigest()[:24]
-
-
 def _split(text: str, splitter: ReasoningSplitter | None, detector: ToolCallDetector | None, final: bool) -> list[Event]:
     """Text after stop strings, split into reasoning and content; content a call holds back is not sent."""
     reasoning, content = splitter.feed(text) if splitter else ("", text)
@@ -541,7 +458,18 @@ def template_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     return rendered
 
 
-def _checked_ids(ids: tuple[int, ...], vocab_size: int) -> list[int]:
+def _passed_call(name: str, arguments: str) -> ToolCall:
+    """A tool call an engine's server parsed (a chat-only upstream), arguments as JSON text."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        return ToolCall(new_call_id(), name, {}, arguments, complete=False)
+    return ToolCall(new_call_id(), name, parsed, json.dumps(parsed, ensure_ascii=False))
+
+
+def checked_ids(ids: tuple[int, ...], vocab_size: int) -> list[int]:
     if not ids:
         raise InvalidRequestError("the prompt has no token ids; send at least one", param="prompt")
     if vocab_size and max(ids) >= vocab_size:
@@ -549,7 +477,7 @@ def _checked_ids(ids: tuple[int, ...], vocab_size: int) -> list[int]:
     return list(ids)
 
 
-def _check_text(text: str, param: str) -> None:
+def check_text(text: str, param: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:

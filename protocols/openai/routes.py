@@ -8,6 +8,7 @@ import struct
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
+from core import raw_engine
 from core.embeddings import embed
 from protocols.openai.chat import ChatRenderer, chat_input, log_unknown_fields
 from protocols.openai.completions import CompletionRenderer, completion_input
@@ -66,21 +67,21 @@ async def tokenize(body: TokenizeRequest, core: Core) -> dict[str, object]:
         prompt, ids, context = await core.render(chat_input(chat))
     else:
         prompt = body.prompt or ""
-        ids, context = await core.tokenize(body.model, prompt, special=not body.split_special_tokens, add_bos=body.add_special_tokens)
+        ids, context = await raw_engine.tokenize(core, body.model, prompt, special=not body.split_special_tokens, add_bos=body.add_special_tokens)
     return {"tokens": ids, "count": len(ids), "max_model_len": context, "prompt": prompt}
 
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, core: Core) -> dict[str, object]:
     """The text of token ids (vLLM's /detokenize shape)."""
-    return {"prompt": await core.detokenize(body.model, body.tokens)}
+    return {"prompt": await raw_engine.detokenize(core, body.model, body.tokens)}
 
 
 @router.get("/tokenizer_info")
 async def tokenizer_info(core: Core, model: str | None = None) -> dict[str, object]:
     """vLLM's /tokenizer_info (the chat template, BOS and EOS), and under `jarvis` what another
     server needs to drive this model as a raw engine (a remote model of flavour jarvis)."""
-    described = await core.describe(model)
+    described = await raw_engine.describe(core, model)
     return {
         "tokenizer_class": f"{described['engine']} ({described['architecture']})",
         "chat_template": described["chat_template"],
