@@ -199,3 +199,11 @@ async def test_a_tokenizer_file_that_is_not_the_upstreams_model_is_refused(tmp_p
         status = (await rig.client.get("/admin/status", headers=ADMIN)).json()
         remote = next(model for model in status["models"] if model["alias"] == "remote")
         assert remote["state"] == "failed" and "does not tokenize as the upstream does" in remote["failure"]
+
+
+async def test_embeddings_of_a_remote_model_are_the_upstreams(tmp_path: Path) -> None:
+    async with remote_rig(tmp_path, ("up-a",)) as rig:
+        remote = (await rig.client.post("/v1/embeddings", json={"model": "remote", "input": ["kitchen", "garden"]})).json()
+        direct = await rig.upstreams["up-a"].embed(["kitchen", "garden"])
+        assert [row["embedding"] for row in remote["data"]] == direct and remote["model"] == "remote"
+        assert remote["usage"]["prompt_tokens"] == len("kitchen") + len("garden")  # counted by the upstream's tokenizer

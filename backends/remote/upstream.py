@@ -118,7 +118,7 @@ class Upstream:
         try:
             response = await self._client.request(method, url, json=body, headers=self.headers, timeout=timeout)
         except httpx.HTTPError as error:
-            raise self.transport_error(error) from error
+            raise self.transport_error(error, waited=timeout.read) from error
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
@@ -140,7 +140,7 @@ class Upstream:
         try:
             response = await self._client.get(f"{self.config.root}{flavour.health_path}", headers=self.headers, timeout=self._timeouts.probe())
         except httpx.HTTPError as error:
-            return str(self.transport_error(error))
+            return str(self.transport_error(error, waited=self._timeouts.health))
         if response.status_code == 200:
             return None
         self.starting = response.status_code == 503
@@ -238,12 +238,15 @@ class Upstream:
 
     # ---- errors --------------------------------------------------------------------------------
 
-    def transport_error(self, error: httpx.HTTPError, produced: int = 0) -> EngineError:
+    def transport_error(self, error: httpx.HTTPError, produced: int = 0, waited: float | None = None) -> EngineError:
+        """`waited`: the read timeout of the call (default: the model's timeout option)."""
         after = f" after {produced} tokens" if produced else ""
         if isinstance(error, httpx.TimeoutException):
             if isinstance(error, httpx.ConnectTimeout):
                 return EngineTimeoutError(f"upstream {self.name} did not accept a connection within {self._timeouts.connect:g} s")
-            return EngineTimeoutError(f"upstream {self.name} sent nothing for {self._timeouts.read:g} s{after} (the model's timeout option)")
+            seconds = self._timeouts.read if waited is None else waited
+            option = " (the model's timeout option)" if seconds == self._timeouts.read else ""
+            return EngineTimeoutError(f"upstream {self.name} sent nothing for {seconds:g} s{after}{option}")
         if isinstance(error, httpx.ConnectError):
             return EngineUnavailableError(f"upstream {self.name} cannot be reached: {_reason(error)}")
         return EngineUnavailableError(f"upstream {self.name} broke off the connection{after}: {_reason(error)}")
