@@ -147,7 +147,8 @@ class LlamaCppEngine:
         self._vocab = self._model.vocab
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._grammars = GrammarCompiler(self._vocab)
-        self._scratch = CandidateScratch(self._model.n_vocab())
+        end_tokens = tuple(token for token in range(self._model.n_vocab()) if llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        self._scratch = CandidateScratch(self._model.n_vocab(), end_tokens)
         metadata = self._model.metadata()
         self._info = EngineInfo(
             model_id=path.name.removesuffix(".gguf"),
