@@ -36,6 +36,7 @@ from backends.llama_cpp_embedder import LlamaCppEmbedder
 from backends.llama_cpp_kv import KvSlots
 from backends.llama_cpp_prefix_store import PrefixStore, model_key
 from backends.llama_cpp_sampling import CandidateScratch, CompiledGrammar, GrammarCompiler, RequestSampler
+from backends.llama_cpp_stash import PrefixStash
 from backends.prompt_cache import PromptCache, Slot
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class LlamaCppEngine:
         self._scratch: CandidateScratch | None = None
         self._cache = PromptCache(self._parallel)
         self._kv: KvSlots | None = None
+        self._stash = PrefixStash(int(config.options.get("prompt_cache_ram_mb", 0) or 0) * 2**20)  # type: ignore[call-overload]
         self._hits: dict[str, int] = {}  # cached prompt tokens reused, by where they came from
         self.preemptions = 0
         self._waiting: list[_Job] = []  # sorted by rank
@@ -247,6 +249,8 @@ class LlamaCppEngine:
             "prefixes_restored": kv.restored if kv else 0,
             "restore_seconds": round(kv.restore_seconds, 3) if kv else 0.0,
             "preemptions": self.preemptions,
+            "prefixes_in_memory": len(self._stash),
+            "prefix_memory_bytes": self._stash.size_bytes,
         }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
@@ -361,15 +365,22 @@ class LlamaCppEngine:
             job.suspended, job.history = None, []
             self._running.append(job)
             return
-        placement = self._cache.place(job.request.prompt_token_ids, job.request.cache_key)
+        prompt = job.request.prompt_token_ids
+        placement = self._cache.place(prompt, job.request.cache_key)
         assert placement is not None
         job.slot = placement.slot
+        if self._stash.worth_keeping(placement.dropped):  # keep the prefix this placement overwrites
+            self._stash.add(placement.dropped, self._kv.suspend(placement.slot))  # type: ignore[arg-type]
         self._kv.apply(placement)
-        prompt = job.request.prompt_token_ids
-        job.position, job.cached_tokens, job.cache_source = placement.keep, placement.keep, placement.cache_source
-        if placement.cache_source:
-            self._hits[placement.cache_source] = self._hits.get(placement.cache_source, 0) + placement.keep
-        job.pending = list(prompt[placement.keep :])
+        keep, source = placement.keep, placement.cache_source
+        kept = self._stash.best(prompt)
+        if kept is not None and min(kept[1], len(prompt) - 1) >= keep + PromptCache.MIN_COPY_GAIN:
+            keep, source = min(kept[1], len(prompt) - 1), "ram"
+            self._kv.restore_prefix(placement.slot, kept[0].state, kept[0].tokens, keep)
+        job.position, job.cached_tokens, job.cache_source = keep, keep, source
+        if source:
+            self._hits[source] = self._hits.get(source, 0) + keep
+        job.pending = list(prompt[keep:])
         job.sampler = RequestSampler(job.request.sampling, self._model.n_vocab(), self._scratch)
         self._running.append(job)
 

@@ -171,3 +171,19 @@ def test_a_voice_request_takes_a_slot_from_background_work(tmp_path: Path) -> No
         assert [results[0], results[1]] == alone, "a preempted stream continues with the text it gives alone"
     finally:
         stop_live_server(server)
+
+
+def test_a_prefix_whose_slot_was_taken_comes_back_from_memory(tmp_path: Path) -> None:
+    server = serve(tmp_path, JARVIS_PARALLEL="2", JARVIS_PROMPT_CACHE_DISK_MB="0")
+    try:
+        chat(server, command("Turn on the kitchen lamp"))
+        prefix = shared_prefix(server, command("Turn on the kitchen lamp"), command("Is the garage door open?"))
+        for topic in ("lighthouses", "volcanoes"):  # two other long conversations take both slots
+            other = "Background reading. " + " ".join(f"Paragraph {i} about {topic} and their long history." for i in range(60))
+            chat(server, command("Summarise it", system=other))
+        warm = chat(server, command("Is the garage door open?"))
+        assert warm["usage"]["prompt_tokens_details"]["cached_tokens"] == prefix
+        stats = engine_stats(server)
+        assert stats["cached_tokens_by_source"].get("ram") == prefix and stats["prefixes_in_memory"] >= 1
+    finally:
+        stop_live_server(server)
