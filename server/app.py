@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
+from core.generation import GenerationCore
+from protocols.ollama import routes as ollama_routes
+from protocols.openai import routes as openai_routes
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
 from server.metrics_middleware import MetricsMiddleware
-from core.generation import GenerationCore
-from protocols.openai import routes as openai_routes
 from server.routes import admin, health, metrics
 from service.gguf_client import GGUFClient
+from service.model_facts import ModelFactsCache
 from service.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.state.client = client or GGUFClient(settings)
     app.state.core = GenerationCore(app.state.client)
     app.state.started_at = int(time.time())
+    app.state.model_facts = ModelFactsCache(settings.cache_dir)
     app.state.startup_failure = None
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.client.metrics)
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(metrics.router)
     app.include_router(admin.router)
     protected = [Depends(require_api_key)]
-    for protocol in (openai_routes,):
+    for protocol in (openai_routes, ollama_routes):
         app.include_router(protocol.router, dependencies=protected)
+    app.include_router(ollama_routes.root_router)  # `/`: "Ollama is running", open like /health
     return app

