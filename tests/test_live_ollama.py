@@ -196,15 +196,16 @@ async def test_home_assistant_setup_poll_and_a_streamed_tool_turn(live_server) -
     assert loaded.expires_at is not None and loaded.expires_at.year > 2200  # keep_alive -1
 
 
-def test_keep_alive_zero_unloads_the_model_after_the_answer(client: ollama.Client) -> None:
-    """Last in this module: it unloads the shared server's model, then loads it back."""
+def test_keep_alive_zero_unloads_the_model_after_the_answer(client: ollama.Client, live_server) -> None:
+    """Last in this module: it unloads the shared server's model, then loads it back (vLLM takes
+    minutes to start on this CPU, hence the longer timeout for that request)."""
     answer = client.chat(model=MODEL, messages=USER, options={"num_predict": 2}, keep_alive=0)
     assert answer.done is True
     deadline = time.monotonic() + 120
     while client.ps().models and time.monotonic() < deadline:
         time.sleep(0.2)
     assert client.ps().models == []
-    loaded = client.chat(model=MODEL, messages=[])  # an empty chat loads it, as on Ollama
+    loaded = ollama.Client(host=live_server.base_url, timeout=900).chat(model=MODEL, messages=[])  # an empty chat loads it, as on Ollama
     assert loaded.done_reason == "load"
     (running,) = client.ps().models
     assert datetime.fromisoformat(str(running.expires_at)).year > 2200  # back to the registry's keep-alive

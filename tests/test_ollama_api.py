@@ -345,6 +345,10 @@ async def test_legacy_embeddings(api) -> None:
         ("/api/embed", {"model": "m", "input": [1, 2]}, "input"),
         ("/api/embed", {"model": "m", "input": "x", "dimensions": 0}, "dimensions"),
         ("/api/show", {"name": ""}, "model is required"),
+        ("/api/embeddings", {"model": "m", "prompt": ["a"]}, "prompt"),
+        ("/api/pull", {"stream": False}, "model is required"),
+        ("/api/pull", {"model": "m", "stream": "sometimes"}, "stream"),
+        (GENERATE, {"model": "m", "prompt": "x", "keep_alive": [5]}, "keep_alive"),
     ],
 )
 async def test_bad_input_gets_ollamas_error_body_and_the_server_keeps_serving(api, path: str, body: dict, says: str) -> None:
