@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from core.generation import GenerationCore
 from protocols.anthropic import routes as anthropic_routes
+from protocols.ollama import routes as ollama_routes
 from protocols.openai import routes as openai_routes
 from protocols.responses import routes as responses_routes
 from protocols.responses.store import ResponseStore
@@ -21,6 +22,7 @@ from server.metrics_middleware import MetricsMiddleware
 from server.routes import admin, admin_registry, health, metrics
 from server.security import docs_options, install_security
 from service.gguf_client import GGUFClient
+from service.model_facts import ModelFactsCache
 from service.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.state.core = GenerationCore(app.state.client)
     app.state.response_store = ResponseStore(settings.responses_store_size)
     app.state.started_at = int(time.time())
+    app.state.model_facts = ModelFactsCache(settings.cache_dir)
     app.state.startup_failure = None
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.client.metrics)
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.include_router(admin.router)
     app.include_router(admin_registry.router)
     protected = [Depends(require_api_key)]
-    for protocol in (openai_routes, anthropic_routes, responses_routes):
+    for protocol in (openai_routes, anthropic_routes, responses_routes, ollama_routes):
         app.include_router(protocol.router, dependencies=protected)
+    app.include_router(ollama_routes.root_router)  # `/`: "Ollama is running", open like /health
     return app
