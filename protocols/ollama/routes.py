@@ -246,7 +246,7 @@ router.add_api_route("/api/create", _unsupported("create"), methods=["POST"])
 router.add_api_route("/api/copy", _unsupported("copy"), methods=["POST"])
 router.add_api_route("/api/delete", _unsupported("delete"), methods=["DELETE"])
 router.add_api_route("/api/push", _unsupported("push"), methods=["POST"])
-router.add_api_route("/api/blobs/{digest}", _unsupported("blobs"), methods=["POST", "HEAD"])
+router.add_api_route("/api/blobs/{digest}", _unsupported("blobs"), methods=["POST"])
 
 
 # ---- helpers --------------------------------------------------------------------------------
