@@ -49,6 +49,7 @@ class GenerationRequest:
     # Pins a conversation to a cache slot where the engine keeps several (the OpenAI `user` field).
     cache_key: str | None = None
     priority: int = 0  # higher first, where the engine queues
+    warm: bool = False  # a warm prompt: the prefix it leaves cached is counted as "warm"
 
 
 @dataclass(frozen=True)

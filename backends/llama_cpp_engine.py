@@ -370,6 +370,8 @@ class LlamaCppEngine:
             self._running.remove(job)
         if job.slot is not None:
             self._cache.release(job.slot)
+            if job.request.warm:
+                job.slot.source = "warm"
         if final is not None:
             job.send(final)
         if logger.isEnabledFor(logging.DEBUG) and job.first_token_at is not None:

@@ -157,7 +157,7 @@ class GenerationCore:
 
     async def start(self, request: GenerationInput) -> Generation:
         """Prepare and start a generation, up to its first event."""
-        lease, load_seconds = await self.acquire(request.model)
+        lease, load_seconds = await self.acquire(request.model, loading=request.warm)
         try:
             prepared = await self._prepare(lease, request, load_seconds)
         except BaseException:
@@ -171,10 +171,11 @@ class GenerationCore:
             raise
         return generation
 
-    async def acquire(self, model: str | None) -> tuple[Lease, float]:
-        """A lease on the model a request names, and the seconds spent waiting for it to load."""
+    async def acquire(self, model: str | None, loading: bool = False) -> tuple[Lease, float]:
+        """A lease on the model a request names, and the seconds spent waiting for it to load.
+        `loading`: for the server's own warm-up, which runs before the server is ready."""
         client = self._client
-        if not client.ready:
+        if not client.ready and not loading:
             raise ModelNotReadyError(client.failure or client.loading_stage)
         started = time.perf_counter()
         lease = await client.models.acquire(model)
@@ -198,7 +199,8 @@ class GenerationCore:
         constraint = await self._compile(lease, request, plan)
         sampling = _sampling(request, max_tokens, constraint)
         request_id = uuid.uuid4().hex  # adapters show it with their own prefix (chatcmpl-, resp_, msg_)
-        engine_request = GenerationRequest(request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority)
+        priority = lease.model.entry.priority if request.priority is None else request.priority
+        engine_request = GenerationRequest(request_id, ids, sampling, cache_key=request.cache_key, priority=priority, warm=request.warm)
         format_stops = lease.chat_format.stop if request.messages else ()
         return Prepared(lease, request, engine_request, prompt, plan, request.stop, format_stops, load_seconds)
 

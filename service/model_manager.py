@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from backends import create_engine, engine_kind, engine_names
@@ -71,6 +71,8 @@ class ModelManager:
         # Keep-alives set by clients (Ollama's keep_alive), each for the engine it was set on (a
         # weak reference: an unloaded engine's memory must be freed, and a reload starts afresh).
         self._keep_alive_overrides: dict[ManagedModel, tuple[weakref.ref[Engine], float]] = {}
+        # Called with each model once it is loaded, before its load counts as done (warm prompts).
+        self.on_loaded: list[Callable[[ManagedModel], Awaitable[None]]] = []
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -172,6 +174,11 @@ class ModelManager:
                     "model %s (%s) ready on %s in %.1f s: context %d, chat format %s",
                     model.entry.alias, info.model_id, engine_name, model.load_seconds, info.context_length, chat_format.name,
                 )
+                for hook in self.on_loaded:
+                    try:
+                        await hook(model)
+                    except Exception:  # a hook's failure must not fail the load
+                        logger.exception("model %s: after-load step failed", model.entry.alias)
                 return
             model.state, model.stage = ModelState.FAILED, "failed"
             model.failure = failures[0][1] if len(failures) == 1 else "; ".join(f"on {name}: {why}" for name, why in failures)

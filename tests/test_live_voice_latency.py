@@ -193,3 +193,21 @@ def test_a_prefix_whose_slot_was_taken_comes_back_from_memory(tmp_path: Path) ->
         assert stats["cached_tokens_by_source"].get("ram") == prefix and stats["prefixes_in_memory"] >= 1
     finally:
         stop_live_server(server)
+
+
+def test_warm_prompts_make_the_first_command_warm(tmp_path: Path) -> None:
+    import json
+
+    warm = tmp_path / "household.json"
+    warm.write_text(json.dumps([{"messages": command("Turn on the kitchen lamp")["messages"]}]))
+    registry = tmp_path / "models.yaml"
+    registry.write_text(f"models:\n  - {{alias: house, engine: llama_cpp, context_size: 2048, warm_prompts: {warm}}}\n")
+    server = serve(tmp_path, JARVIS_MODELS_FILE=str(registry), JARVIS_PROMPT_CACHE_DISK_MB="0")
+    try:
+        first = chat(server, command("Is the garage door open?"))
+        prefix = shared_prefix(server, command("Turn on the kitchen lamp"), command("Is the garage door open?"))
+        assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == prefix
+        assert engine_stats(server)["cached_tokens_by_source"] == {"warm": prefix}
+    finally:
+        stop_live_server(server)
+    assert "1 warm prompts" in server.log_path.read_text()

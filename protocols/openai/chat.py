@@ -71,7 +71,7 @@ def chat_input(request: ChatCompletionRequest) -> GenerationInput:
         max_tokens=request.max_completion_tokens or request.max_tokens,
         stop=tuple(request.stop_list()),
         cache_key=request.user,
-        priority=request.priority or 0,
+        priority=request.priority,
     )
 
 

@@ -23,7 +23,7 @@ def completion_input(request: CompletionRequest) -> GenerationInput:
         max_tokens=request.max_tokens,
         stop=tuple(request.stop_list()),
         cache_key=request.user,
-        priority=request.priority or 0,
+        priority=request.priority,
     )
 
 
