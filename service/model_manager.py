@@ -310,20 +310,21 @@ class ModelManager:
     # ---- keep-alive ------------------------------------------------------------------------
 
     def start_keep_alive(self) -> None:
-        if any(self._keep_alive(model) > 0 for model in self._models):
+        if any(self.keep_alive_seconds(model) > 0 for model in self._models):
             self._keep_alive_task = asyncio.create_task(self._keep_alive_loop())
 
-    def _keep_alive(self, model: ManagedModel) -> float:
+    def keep_alive_seconds(self, model: ManagedModel) -> float:
+        """Idle seconds before `model` is unloaded (0 = never): its entry's, else JARVIS_KEEP_ALIVE_SECONDS."""
         value = model.entry.keep_alive_seconds
         return self._settings.keep_alive_seconds if value is None else value
 
     async def _keep_alive_loop(self) -> None:
         while True:
-            periods = [self._keep_alive(m) for m in self._models if self._keep_alive(m) > 0]
+            periods = [self.keep_alive_seconds(m) for m in self._models if self.keep_alive_seconds(m) > 0]
             await asyncio.sleep(max(0.1, min(periods, default=60) / 4))
             now = time.monotonic()
             for model in self._models:
-                keep_alive = self._keep_alive(model)
+                keep_alive = self.keep_alive_seconds(model)
                 idle_for = now - model.last_used
                 if keep_alive > 0 and model.state == ModelState.LOADED and model.in_flight == 0 and idle_for > keep_alive:
                     logger.info("model %s idle for %.0f s: unloading", model.entry.alias, idle_for)
