@@ -313,7 +313,7 @@ class GenerationCore:
                 )
                 self._client.metrics.observe_generation(
                     prepared.lease.model.entry.alias, usage.prompt_seconds, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens,
-                    delta.cache_source,
+                    delta.cache_source, usage.generation_seconds,
                 )
                 _log_finished(prepared, usage)
                 reason = "stop" if stops.stopped else delta.finish_reason

@@ -322,10 +322,11 @@ class ModelManager:
     # ---- keep-alive ------------------------------------------------------------------------
 
     def start_keep_alive(self) -> None:
-        if any(self._keep_alive(model) > 0 for model in self._models):
+        if any(self.keep_alive_seconds(model) > 0 for model in self._models):
             self._keep_alive_task = asyncio.create_task(self._keep_alive_loop())
 
-    def _keep_alive(self, model: ManagedModel) -> float:
+    def keep_alive_seconds(self, model: ManagedModel) -> float:
+        """Idle seconds before `model` is unloaded (0 = never): its entry's, else JARVIS_KEEP_ALIVE_SECONDS."""
         value = model.entry.keep_alive_seconds
         return self._settings.keep_alive_seconds if value is None else value
 
@@ -350,7 +351,7 @@ class ModelManager:
         override = self._keep_alive_overrides.get(model)
         if override is not None and model.engine is not None and override[0]() is model.engine:
             return None if math.isinf(override[1]) else override[1]
-        return self._keep_alive(model) or None  # 0 in the registry means never
+        return self.keep_alive_seconds(model) or None  # 0 in the registry means never
 
     async def _keep_alive_loop(self) -> None:
         while True:

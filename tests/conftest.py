@@ -23,6 +23,9 @@ from tests.fakes import FakeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Real Chromium for the settings-page tests, and the run's summary of whether they ran.
+pytest_plugins = ("tests.browser",)
+
 
 # ---- fast tier: the app over a fake engine ----------------------------------------------------
 
