@@ -78,6 +78,7 @@ class LlamaCppEngine:
 
     def _load(self, path: Path) -> None:
         loaded = self._loaded = llama_cpp_model.load(path, self._config, self._parallel)
+        loaded.warm_up()
         self._kv = KvSlots(loaded.context.ctx, loaded.context.memory, self._cache, self._prefix_store(path), self._config.context_size)
         self._kv.restore_from_disk()
         self._grammars = GrammarCompiler(loaded.vocab)

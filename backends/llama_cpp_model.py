@@ -74,6 +74,21 @@ class LoadedModel:
             vocab_size=self.n_vocab,
         )
 
+    def warm_up(self) -> None:
+        """Decode one token and forget it: llama.cpp builds its compute graph and starts its threads
+        on the first decode, which would otherwise add to the first request's time to first token."""
+        import llama_cpp
+
+        batch = self.batch.batch
+        batch.n_tokens = 1
+        batch.token[0] = self.model.token_bos()
+        batch.pos[0] = 0
+        batch.n_seq_id[0] = 1
+        batch.seq_id[0][0] = 0
+        batch.logits[0] = True
+        llama_cpp.llama_decode(self.context.ctx, batch)
+        llama_cpp.llama_memory_seq_rm(self.context.memory, 0, 0, -1)
+
     def close(self) -> None:
         for resource in (self.batch, self.context, self.model):
             if resource is not None:
