@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import concurrent.futures
 import logging
 import threading
 import time
@@ -55,6 +56,7 @@ class LlamaCppEngine:
         self._scratch: CandidateScratch | None = None
         self._cache = PromptCache(self._parallel)
         self._kv: KvSlots | None = None
+        self._sampling_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._stash = PrefixStash(int(config.options.get("prompt_cache_ram_mb", 0) or 0) * 2**20)  # type: ignore[call-overload]
         self._hits: dict[str, int] = {}  # cached prompt tokens reused, by where they came from
         self.preemptions = 0
@@ -73,6 +75,7 @@ class LlamaCppEngine:
             raise EngineError(f"model file {path} does not exist; set JARVIS_MODEL_NAME to a GGUF file")
         await asyncio.to_thread(self._load, path)
         self._embedder = LlamaCppEmbedder(str(path), self._config.context_size, self._config.n_threads, self._config.n_gpu_layers)
+        self._sampling_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="llama-grammar")
         self._thread = threading.Thread(target=self._loop, name="llama-decode", daemon=True)
         self._thread.start()
 
@@ -101,8 +104,12 @@ class LlamaCppEngine:
             self._thread = None
         for job in [*self._running, *self._waiting]:
             job.send(EngineError("the engine was shut down"))
+            self._finish(job, None)  # frees its sampler, once a worker sampling with it is done
         self._running.clear()
         self._waiting.clear()
+        if self._sampling_pool is not None:
+            self._sampling_pool.shutdown(wait=True)
+            self._sampling_pool = None
         if self._kv is not None and self._failure is None:
             try:
                 await asyncio.to_thread(self._kv.save_to_disk)
@@ -295,7 +302,9 @@ class LlamaCppEngine:
         self._running.append(job)
 
     def _step(self) -> None:
-        """One llama_decode: a token for every generating sequence, prefill chunks in the rest."""
+        """One llama_decode: a token for every generating sequence, prefill chunks in the rest.
+        A constrained sequence whose token is still being sampled sits this step out."""
+        self._take_sampled()
         batch = self._started().batch.batch
         batch.n_tokens = 0
         outputs: list[tuple[Job, int]] = []  # (job, batch index whose logits it samples)
@@ -325,12 +334,43 @@ class LlamaCppEngine:
                 chunk, job.pending = job.pending[:room], job.pending[room:]
                 add(job, chunk, not job.pending)
         if batch.n_tokens == 0:
+            self._wait_for_sampling()
             return
         self._decode(batch, fed)
         for job, tokens in fed:
             job.slot.tokens.extend(tokens)  # type: ignore[union-attr]
         for job, index in outputs:
-            self._sample(job, index)
+            assert job.sampler is not None
+            if job.sampler.constrained:
+                self._sample_elsewhere(job, index)
+            else:
+                self._take(job, job.sampler.sample(self._started().context.ctx, index))
+
+    def _sample_elsewhere(self, job: Job, index: int) -> None:
+        """Grammar work can take long: a constrained request's token is sampled by a worker from
+        a copy of its logits, while the decode thread goes on with the other sequences."""
+        import llama_cpp
+        import numpy
+
+        loaded = self._started()
+        logits = numpy.array(numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(loaded.context.ctx, index), shape=(loaded.n_vocab,)))
+        assert job.sampler is not None and self._sampling_pool is not None
+        job.sampling = self._sampling_pool.submit(job.sampler.sample_logits, logits)
+
+    def _take_sampled(self) -> None:
+        for job in [job for job in self._running if job.sampling is not None and job.sampling.done()]:
+            future, job.sampling = job.sampling, None
+            error = future.exception()
+            if error is not None:
+                job.send(EngineError(f"sampling failed: {error}"))
+                self._finish(job, None)
+            else:
+                self._take(job, future.result())
+
+    def _wait_for_sampling(self) -> None:
+        pending = [job.sampling for job in self._running if job.sampling is not None]
+        if pending:
+            concurrent.futures.wait(pending, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED)
 
     def _decode(self, batch: Any, fed: list[tuple[Job, list[int]]]) -> None:
         import llama_cpp
@@ -341,10 +381,8 @@ class LlamaCppEngine:
         if code != 0:
             raise EngineError(f"llama_decode returned {code}")
 
-    def _sample(self, job: Job, index: int) -> None:
-
-        assert job.sampler is not None
-        token = job.sampler.sample(self._started().context.ctx, index)
+    def _take(self, job: Job, token: int) -> None:
+        """The sampled token: the end, or the next piece of text and the token fed next step."""
         now = time.perf_counter()
         job.first_token_at = job.first_token_at or now
         prompt_tokens = len(job.request.prompt_token_ids)
@@ -382,6 +420,9 @@ class LlamaCppEngine:
                 job.request.request_id, job.slot.seq_id if job.slot else "-", len(job.request.prompt_token_ids),
                 job.cached_tokens, job.first_token_at - job.submitted_at, job.generated, job.generated / decode_seconds,
             )
+        if job.sampling is not None:  # a worker is sampling with it: let it finish first
+            concurrent.futures.wait([job.sampling])
+            job.sampling = None
         if job.sampler is not None:
             job.sampler.close()
             job.sampler = None

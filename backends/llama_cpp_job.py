@@ -7,6 +7,7 @@ import asyncio
 import codecs
 import itertools
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ class Job:
     position: int = 0  # KV position of the next token fed
     next_token: int | None = None  # sampled, to be fed at the next step
     sampler: RequestSampler | None = None
+    sampling: Future[int] | None = None  # a constrained request's token, sampled off the decode thread
     order: int = field(default_factory=lambda: next(_ORDER))
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     generated: int = 0

@@ -110,8 +110,9 @@ def _free(sampler: Any) -> None:
 
 
 class RequestSampler:
-    """The sampler of one request: its chain, and a clone of its grammar if it has one.
-    Used only on the decode thread."""
+    """The sampler of one request: its chain, and a clone of its grammar if it has one. Used by
+    one thread at a time: the decode thread (`sample`), or for a constrained request a sampling
+    worker (`sample_logits`), so that grammar work never holds up the other sequences."""
 
     def __init__(self, sampling: SamplingParams, n_vocab: int, scratch: CandidateScratch) -> None:
         import llama_cpp
@@ -142,6 +143,7 @@ class RequestSampler:
             data=(llama_cpp.llama_token_data * 1)(), size=1, selected=-1, sorted=False
         )
         self.full_applications = 0  # times the grammar was applied to the whole vocabulary
+        self._own: _Candidates | None = None  # a candidate array of its own, for sample_logits
 
     def sample(self, ctx: Any, index: int) -> int:
         llama = self._llama
@@ -152,6 +154,25 @@ class RequestSampler:
             llama.llama_sampler_accept(self._grammar, token)
         return token
 
+    @property
+    def constrained(self) -> bool:
+        return self._grammar is not None
+
+    def sample_logits(self, logits: Any) -> int:
+        """As `sample`, from a copy of the logits (a numpy array), off the decode thread."""
+        llama = self._llama
+        if self._own is None:
+            self._own = _Candidates(len(logits), self._scratch.end_tokens)
+        candidates = self._own
+        candidates.fill(logits)
+        llama.llama_sampler_apply(self._chain, ctypes.byref(candidates.array))
+        token = int(candidates.array.data[candidates.array.selected].id)
+        if not self._allowed(token):
+            token = self._resample_from(candidates, logits)
+        llama.llama_sampler_accept(self._chain, token)
+        llama.llama_sampler_accept(self._grammar, token)
+        return token
+
     def _allowed(self, token: int) -> bool:
         entry = self._single.data[0]
         entry.id, entry.logit, entry.p = token, 1.0, 0.0
@@ -160,11 +181,12 @@ class RequestSampler:
         return not math.isinf(self._single.data[0].logit)
 
     def _resample(self, ctx: Any, index: int) -> int:
+        return self._resample_from(self._scratch.get(), self._llama.llama_get_logits_ith(ctx, index))
+
+    def _resample_from(self, candidates: _Candidates, logits: Any) -> int:
         """The token the grammar allows: from the candidates near the best where that gives the
         answer the whole vocabulary would (see `_window_decides`), else from the whole vocabulary."""
         llama = self._llama
-        candidates = self._scratch.get()
-        logits = llama.llama_get_logits_ith(ctx, index)
         for spread in WINDOW_SPREADS:
             lowest = candidates.fill_near_best(logits, spread, WINDOW_CAP)
             llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates.array))
@@ -191,6 +213,7 @@ class RequestSampler:
         for sampler in (self._chain, self._grammar):
             _free(sampler)
         self._chain = self._grammar = None
+        self._own = None
 
 
 class _Candidates:
@@ -216,7 +239,7 @@ class _Candidates:
         """The tokens whose logit is within `spread` of the best (at most `cap` of them, the best
         ones) and the end tokens, best first; returns how low the window reaches."""
         numpy = self._numpy
-        values = numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        values = self._values(logits)
         reach = float(values.max()) - spread
         near = numpy.flatnonzero(values >= reach)
         if len(near) > cap:
@@ -237,9 +260,14 @@ class _Candidates:
         allowed = self._numpy.flatnonzero(numpy_isfinite(self._numpy, logits))
         return float(logits[allowed[0]]) if allowed.size else None
 
+    def _values(self, logits: Any) -> Any:
+        """The logits as a numpy array: a copy already, or a view of llama.cpp's buffer."""
+        numpy = self._numpy
+        return logits if isinstance(logits, numpy.ndarray) else numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+
     def fill(self, logits: Any) -> None:
         self._view["id"] = self._ids
-        self._view["logit"] = self._numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        self._view["logit"] = self._values(logits)
         self._view["p"] = 0.0
         self.array.size, self.array.selected, self.array.sorted = self.n_vocab, -1, False
 
@@ -254,10 +282,10 @@ class CandidateScratch:
 
     def __init__(self, n_vocab: int, end_tokens: tuple[int, ...]) -> None:
         self._n_vocab = n_vocab
-        self._end_tokens = end_tokens
+        self.end_tokens = end_tokens
         self._candidates: _Candidates | None = None
 
     def get(self) -> _Candidates:
         if self._candidates is None:
-            self._candidates = _Candidates(self._n_vocab, self._end_tokens)
+            self._candidates = _Candidates(self._n_vocab, self.end_tokens)
         return self._candidates
