@@ -26,17 +26,12 @@ from core.types import (
 )
 from protocols.ollama.schema import ChatMessage, ChatRequest, Format, ToolDefinition
 from protocols.ollama.wire import OLLAMA_NAMES, done_fields, max_tokens_of, sampling_of, timestamp
+from protocols.tolerance import log_unknown_fields
 from service.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-
-
-def log_unknown_fields(*models: object) -> None:
-    unknown = sorted({name for model in models if model is not None for name in model.unknown_fields()})  # type: ignore[attr-defined]
-    if unknown:
-        logger.info("ignoring Ollama request fields this server does not use: %s", ", ".join(unknown))
 
 
 # ---- request -----------------------------------------------------------------------------------

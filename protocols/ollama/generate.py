@@ -12,9 +12,10 @@ from typing import Any
 
 from core.generation import Generation
 from core.types import Completion, Finish, GenerationInput, Message, ReasoningDelta, TextDelta
-from protocols.ollama.chat import log_unknown_fields, output_of
+from protocols.ollama.chat import output_of
 from protocols.ollama.schema import GenerateRequest
 from protocols.ollama.wire import OLLAMA_NAMES, done_fields, max_tokens_of, sampling_of, timestamp
+from protocols.tolerance import log_unknown_fields
 from service.errors import InvalidRequestError
 
 JSON = dict[str, Any]

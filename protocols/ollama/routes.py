@@ -18,10 +18,11 @@ from chat_formats import ChatFormat
 from core.embeddings import embed
 from core.generation import GenerationCore
 from protocols.ollama import models
-from protocols.ollama.chat import ChatRenderer, chat_input, log_unknown_fields
+from protocols.ollama.chat import ChatRenderer, chat_input
 from protocols.ollama.generate import GenerateRenderer, generate_input
 from protocols.ollama.schema import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ModelRequest, Options, Think
 from protocols.ollama.wire import NDJSON, keep_alive_seconds, nanoseconds, ollama_error, timestamp
+from protocols.tolerance import log_unknown_fields
 from server.dependencies import Client, Core
 from server.errors import register_error_format
 from server.sse import stream_response

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.stop_strings import check_stops
+
 Think = bool | Literal["low", "medium", "high", "max"]
 # "" or absent: free text; "json": any JSON value; an object: a JSON schema.
 Format = Literal["", "json"] | dict[str, Any]
@@ -40,11 +42,7 @@ class Options(_Tolerant):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > 16:
-            raise ValueError("at most 16 stop strings are supported")
-        if any(stop == "" for stop in stops):
-            raise ValueError("stop strings must not be empty")
+        check_stops([value] if isinstance(value, str) else value or [])
         return value
 
     def stop_list(self) -> list[str]:

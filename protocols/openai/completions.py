@@ -8,8 +8,9 @@ from typing import Any
 
 from core.generation import Generation
 from core.types import Completion, Finish, GenerationInput, TextDelta
-from protocols.openai.chat import log_unknown_fields, sampling_of, usage_body
+from protocols.openai.chat import sampling_of, usage_body
 from protocols.openai.schema import CompletionRequest
+from protocols.tolerance import log_unknown_fields
 
 JSON = dict[str, Any]
 
