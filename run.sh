@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ./run.sh        set up (venv, requirements, default model) and serve
-# ./run.sh test   the same set-up, plus the vLLM engine (its CPU or GPU build) and the test
-#                 requirements, then the whole test suite on both engines
+# ./run.sh test   the same set-up, plus the vLLM engine (its CPU or GPU build), the test
+#                 requirements and Chromium (the settings-page tests), then the whole test suite
+#                 on both engines
 # ./run.sh lint   ruff check, with the project's configuration (pyproject.toml)
 # ./run.sh cli .. the same set-up, then the `jarvis` command (.venv/bin/jarvis) with the arguments
 set -euo pipefail
@@ -105,6 +106,25 @@ install_vllm() {
   fi
 }
 
+# The settings-page tests drive Debian's chromium through Playwright (never Playwright's own
+# browser download). Installed where it is missing and apt-get can run as root; otherwise those
+# tests fail and the run's summary says why.
+install_browser() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then return 0; fi
+  local as_root=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root="no"; fi
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$as_root" != no ]; then
+    log "installing Debian's chromium for the settings-page tests"
+    if $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+      || { $as_root apt-get update -q >/dev/null && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; then
+      return 0
+    fi
+  fi
+  log "WARNING: no Chromium, and it cannot be installed here (apt-get as root): the settings-page tests will fail and say so"
+}
+
 setup() {
   local cache_dir
   cache_dir=$(setting JARVIS_CACHE_DIR)
@@ -143,6 +163,7 @@ case "$MODE" in
   test)
     setup
     install_requirements tests/requirements.txt
+    install_browser
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   lint)

@@ -59,6 +59,7 @@ class GenerationRequest:
     # output format), for an engine that passes the conversation on instead of a prompt (a
     # chat-only upstream). Set only for engines with capabilities.messages.
     conversation: Any = None
+    warm: bool = False  # a warm prompt: the prefix it leaves cached is counted as "warm"
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,8 @@ class EngineOption:
             "default": self.default,
             "description": self.description,
             **({"range": self._range_text()} if self.bounds() else {}),
+            **({"bounds": self.bounds()} if self.bounds() else {}),
+            **({"choices": list(self.choices)} if self.choices else {}),
             **({"flag": f"--{self.flag}"} if self.flag else {}),
             **({"environment": self.environment} if self.environment else {}),
         }

@@ -54,6 +54,10 @@ LLAMA_CPP = EngineKind(
             "prompt_cache_disk_mb", int, 1024, "disk space (MiB) for cached prompt prefixes, saved when the model unloads or "
             "the server stops and restored when it loads again. 0 = keep nothing on disk.", ge=0,
         ),
+        EngineOption(
+            "prompt_cache_ram_mb", int, 512, "host memory (MiB) for cached prompt prefixes whose slot another request "
+            "took, so a returning conversation does not compute them again. 0 = none.", ge=0,
+        ),
     ),
 )
 

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import codecs
-import ctypes
-import itertools
+import concurrent.futures
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends import llama_cpp_model
 from backends.base import (
     ConstraintSpec,
     Delta,
-    EngineCapabilities,
     EngineConfig,
     EngineError,
     EngineInfo,
@@ -33,49 +29,17 @@ from backends.base import (
     GenerationRequest,
 )
 from backends.llama_cpp_embedder import LlamaCppEmbedder
+from backends.llama_cpp_job import Job
 from backends.llama_cpp_kv import KvSlots
+from backends.llama_cpp_model import BATCH_TOKENS, LoadedModel
 from backends.llama_cpp_prefix_store import PrefixStore, model_key
 from backends.llama_cpp_sampling import CandidateScratch, CompiledGrammar, GrammarCompiler, RequestSampler
-from backends.prompt_cache import PromptCache, Slot
+from backends.llama_cpp_stash import PrefixStash
+from backends.prompt_cache import PromptCache
 
 logger = logging.getLogger(__name__)
 
-BATCH_TOKENS = 512  # tokens per llama_decode call: decode steps first, prefill fills the rest
 _FINISHED = object()
-_ORDER = itertools.count()  # arrival order, the tie-break between requests of equal priority
-
-
-@dataclass(eq=False)
-class _Job:
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[object]
-    cancelled: bool = False
-    slot: Slot | None = None
-    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
-    position: int = 0  # KV position of the next token fed
-    next_token: int | None = None  # sampled, to be fed at the next step
-    sampler: RequestSampler | None = None
-    order: int = field(default_factory=lambda: next(_ORDER))
-    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
-    generated: int = 0
-    cached_tokens: int = 0
-    cache_source: str | None = None
-    suspended: Any = None  # the KV state of a request preempted by a higher-priority one
-    history: list[int] = field(default_factory=list)  # the tokens that state holds
-    submitted_at: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-
-    @property
-    def rank(self) -> tuple[int, int]:
-        """Queue order: higher priority first, then first come."""
-        return (-self.request.priority, self.order)
-
-    def send(self, item: object) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
-        except RuntimeError:  # the consumer's event loop is gone: nobody is listening any more
-            self.cancelled = True
 
 
 class LlamaCppEngine:
@@ -86,21 +50,18 @@ class LlamaCppEngine:
         self._parallel = max(1, config.parallel)
         self._max_queue = int(config.options.get("max_queue", 16))  # type: ignore[call-overload]
         self._info: EngineInfo | None = None
-        self._model: Any = None
-        self._context: Any = None
-        self._batch: Any = None
-        self._vocab: Any = None
-        self._add_bos = True
-        self._piece_buffer = ctypes.create_string_buffer(64)
+        self._loaded: LoadedModel | None = None
         self._embedder: LlamaCppEmbedder | None = None
         self._grammars: GrammarCompiler | None = None
         self._scratch: CandidateScratch | None = None
         self._cache = PromptCache(self._parallel)
         self._kv: KvSlots | None = None
+        self._sampling_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._stash = PrefixStash(int(config.options.get("prompt_cache_ram_mb", 0) or 0) * 2**20)  # type: ignore[call-overload]
         self._hits: dict[str, int] = {}  # cached prompt tokens reused, by where they came from
         self.preemptions = 0
-        self._waiting: list[_Job] = []  # sorted by rank
-        self._running: list[_Job] = []
+        self._waiting: list[Job] = []  # sorted by rank
+        self._running: list[Job] = []
         self._wake = threading.Condition()
         self._stopping = False
         self._failure: str | None = None
@@ -114,75 +75,25 @@ class LlamaCppEngine:
             raise EngineError(f"model file {path} does not exist; set JARVIS_MODEL_NAME to a GGUF file")
         await asyncio.to_thread(self._load, path)
         self._embedder = LlamaCppEmbedder(str(path), self._config.context_size, self._config.n_threads, self._config.n_gpu_layers)
+        self._sampling_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="llama-grammar")
         self._thread = threading.Thread(target=self._loop, name="llama-decode", daemon=True)
         self._thread.start()
 
     def _load(self, path: Path) -> None:
-        import llama_cpp
-        from llama_cpp import _internals
-
-        _quiet_llama_logs(llama_cpp)
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = self._config.n_gpu_layers
-        try:
-            self._model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
-        except ValueError as error:
-            raise EngineError(f"llama.cpp could not load {path}: {error}; is it a GGUF model file?") from error
-        threads = self._config.n_threads or os.cpu_count() or 1
-        params = llama_cpp.llama_context_default_params()
-        # One unified KV cache shared by all sequences: copying a prefix between them is cheap,
-        # and each request may use the whole per-request context.
-        params.n_ctx = self._config.context_size * self._parallel
-        params.n_batch = BATCH_TOKENS
-        params.n_ubatch = BATCH_TOKENS
-        params.n_seq_max = self._parallel
-        params.kv_unified = True
-        params.swa_full = True  # sliding-window models (gemma 3) keep whole prefixes reusable
-        params.n_threads = threads
-        params.n_threads_batch = threads
-        self._context = _internals.LlamaContext(model=self._model, params=params, verbose=False)
-        self._kv = KvSlots(self._context.ctx, self._context.memory, self._cache, self._prefix_store(path, params), self._config.context_size)
+        loaded = self._loaded = llama_cpp_model.load(path, self._config, self._parallel)
+        loaded.warm_up()
+        self._kv = KvSlots(loaded.context.ctx, loaded.context.memory, self._cache, self._prefix_store(path), self._config.context_size)
         self._kv.restore_from_disk()
-        self._batch = _internals.LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=1, verbose=False)
-        self._vocab = self._model.vocab
-        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
-        self._grammars = GrammarCompiler(self._vocab)
-        self._scratch = CandidateScratch(self._model.n_vocab())
-        metadata = self._model.metadata()
-        self._info = EngineInfo(
-            model_id=path.name.removesuffix(".gguf"),
-            context_length=self._config.context_size,
-            architecture=metadata.get("general.architecture", "unknown"),
-            capabilities=EngineCapabilities(grammar=True, embeddings=True, batching=True),
-            chat_template=metadata.get("tokenizer.chat_template"),
-            bos_token=self._piece(self._model.token_bos(), special=True).decode("utf-8", "replace"),
-            eos_token=self._piece(self._model.token_eos(), special=True).decode("utf-8", "replace"),
-            special_tokens=self._control_tokens(),
-            vocab_size=self._model.n_vocab(),
-        )
-        logger.info(
-            "llama.cpp: %s, %d slots x %d tokens, %d threads", path.name, self._parallel, self._config.context_size, threads
-        )
+        self._grammars = GrammarCompiler(loaded.vocab)
+        self._scratch = CandidateScratch(loaded.n_vocab, loaded.end_tokens())
+        self._info = loaded.info(path, self._config.context_size)
 
-    def _prefix_store(self, path: Path, params: Any) -> PrefixStore | None:
+    def _prefix_store(self, path: Path) -> PrefixStore | None:
         megabytes = int(self._config.options.get("prompt_cache_disk_mb", 0) or 0)  # type: ignore[call-overload]
         if megabytes <= 0:
             return None
-        settings = {"n_ctx_seq": self._config.context_size, "kv_unified": True, "swa_full": True, "n_gpu_layers": self._config.n_gpu_layers}
-        folder = Path(self._config.cache_dir) / "prompt-cache" / model_key(str(path), settings)
+        folder = Path(self._config.cache_dir) / "prompt-cache" / model_key(str(path), llama_cpp_model.cache_settings(self._config))
         return PrefixStore(folder, megabytes * 2**20)
-
-    def _control_tokens(self) -> frozenset[str]:
-        import llama_cpp
-
-        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
-        n_tokens = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        texts = (
-            self._piece(token, special=True).decode("utf-8", "replace")
-            for token in range(n_tokens)
-            if llama_cpp.llama_vocab_get_attr(self._vocab, token) & control
-        )
-        return frozenset(text for text in texts if text)
 
     async def close(self) -> None:
         with self._wake:
@@ -193,8 +104,12 @@ class LlamaCppEngine:
             self._thread = None
         for job in [*self._running, *self._waiting]:
             job.send(EngineError("the engine was shut down"))
+            self._finish(job, None)  # frees its sampler, once a worker sampling with it is done
         self._running.clear()
         self._waiting.clear()
+        if self._sampling_pool is not None:
+            self._sampling_pool.shutdown(wait=True)
+            self._sampling_pool = None
         if self._kv is not None and self._failure is None:
             try:
                 await asyncio.to_thread(self._kv.save_to_disk)
@@ -204,12 +119,16 @@ class LlamaCppEngine:
             self._embedder.close()
         if self._grammars is not None:
             self._grammars.close()
-        for resource in (self._batch, self._context, self._model):
-            if resource is not None:
-                resource.close()
-        self._batch = self._context = self._model = None
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
 
     # ---- contract --------------------------------------------------------------------------
+
+    def _started(self) -> LoadedModel:
+        if self._loaded is None:
+            raise EngineError("the engine is not started")
+        return self._loaded
 
     def info(self) -> EngineInfo:
         if self._info is None:
@@ -217,12 +136,13 @@ class LlamaCppEngine:
         return self._info
 
     def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
+        loaded = self._started()
         if not text:
-            return [self._model.token_bos()] if add_bos and self._add_bos else []
-        return self._model.tokenize(text.encode("utf-8"), add_bos=add_bos and self._add_bos, special=special)
+            return [loaded.model.token_bos()] if add_bos and loaded.add_bos else []
+        return loaded.model.tokenize(text.encode("utf-8"), add_bos=add_bos and loaded.add_bos, special=special)
 
     def detokenize(self, token_ids: list[int]) -> str:
-        return self._model.detokenize(token_ids, special=False).decode("utf-8", "replace")
+        return self._started().model.detokenize(token_ids, special=False).decode("utf-8", "replace")
 
     def compile_constraint(self, spec: ConstraintSpec) -> CompiledGrammar:
         if self._grammars is None:
@@ -246,6 +166,8 @@ class LlamaCppEngine:
             "prefixes_restored": kv.restored if kv else 0,
             "restore_seconds": round(kv.restore_seconds, 3) if kv else 0.0,
             "preemptions": self.preemptions,
+            "prefixes_in_memory": len(self._stash),
+            "prefix_memory_bytes": self._stash.size_bytes,
         }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
@@ -253,7 +175,7 @@ class LlamaCppEngine:
             raise EngineError("the engine is not started")
         if self._failure is not None:
             raise EngineError(self._failure)
-        job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
+        job = Job(request, asyncio.get_running_loop(), asyncio.Queue())
         with self._wake:
             # A cancelled running job still holds its slot until the decode thread's next step frees it.
             active = sum(not running.cancelled for running in self._running)
@@ -329,7 +251,7 @@ class LlamaCppEngine:
                 job.send(EngineError(f"the request could not start: {error}"))
                 self._finish(job, None)
 
-    def _preempt_for(self, waiting: _Job) -> bool:
+    def _preempt_for(self, waiting: Job) -> bool:
         """Every slot is busy: suspend the lowest-priority running request below `waiting`'s
         priority (the latest to arrive among equals). It waits with its KV state in memory and
         continues where it stopped."""
@@ -351,7 +273,7 @@ class LlamaCppEngine:
         )
         return True
 
-    def _start_job(self, job: _Job) -> None:
+    def _start_job(self, job: Job) -> None:
         assert self._kv is not None and self._scratch is not None
         if job.suspended is not None:  # a preempted request continues where it stopped
             job.slot = self._cache.claim_free()
@@ -360,26 +282,35 @@ class LlamaCppEngine:
             job.suspended, job.history = None, []
             self._running.append(job)
             return
-        placement = self._cache.place(job.request.prompt_token_ids, job.request.cache_key)
+        prompt = job.request.prompt_token_ids
+        placement = self._cache.place(prompt, job.request.cache_key)
         assert placement is not None
         job.slot = placement.slot
+        if self._stash.worth_keeping(placement.dropped):  # keep the prefix this placement overwrites
+            self._stash.add(placement.dropped, self._kv.suspend(placement.slot))  # type: ignore[arg-type]
         self._kv.apply(placement)
-        prompt = job.request.prompt_token_ids
-        job.position, job.cached_tokens, job.cache_source = placement.keep, placement.keep, placement.cache_source
-        if placement.cache_source:
-            self._hits[placement.cache_source] = self._hits.get(placement.cache_source, 0) + placement.keep
-        job.pending = list(prompt[placement.keep :])
-        job.sampler = RequestSampler(job.request.sampling, self._model.n_vocab(), self._scratch)
+        keep, source = placement.keep, placement.cache_source
+        kept = self._stash.best(prompt)
+        if kept is not None and min(kept[1], len(prompt) - 1) >= keep + PromptCache.MIN_COPY_GAIN:
+            keep, source = min(kept[1], len(prompt) - 1), "ram"
+            self._kv.restore_prefix(placement.slot, kept[0].state, kept[0].tokens, keep)
+        job.position, job.cached_tokens, job.cache_source = keep, keep, source
+        if source:
+            self._hits[source] = self._hits.get(source, 0) + keep
+        job.pending = list(prompt[keep:])
+        job.sampler = RequestSampler(job.request.sampling, self._started().n_vocab, self._scratch)
         self._running.append(job)
 
     def _step(self) -> None:
-        """One llama_decode: a token for every generating sequence, prefill chunks in the rest."""
-        batch = self._batch.batch
+        """One llama_decode: a token for every generating sequence, prefill chunks in the rest.
+        A constrained sequence whose token is still being sampled sits this step out."""
+        self._take_sampled()
+        batch = self._started().batch.batch
         batch.n_tokens = 0
-        outputs: list[tuple[_Job, int]] = []  # (job, batch index whose logits it samples)
-        fed: list[tuple[_Job, list[int]]] = []
+        outputs: list[tuple[Job, int]] = []  # (job, batch index whose logits it samples)
+        fed: list[tuple[Job, list[int]]] = []
 
-        def add(job: _Job, tokens: list[int], logits_last: bool) -> None:
+        def add(job: Job, tokens: list[int], logits_last: bool) -> None:
             for offset, token in enumerate(tokens):
                 index = batch.n_tokens
                 batch.token[index] = token
@@ -403,35 +334,64 @@ class LlamaCppEngine:
                 chunk, job.pending = job.pending[:room], job.pending[room:]
                 add(job, chunk, not job.pending)
         if batch.n_tokens == 0:
+            self._wait_for_sampling()
             return
         self._decode(batch, fed)
         for job, tokens in fed:
             job.slot.tokens.extend(tokens)  # type: ignore[union-attr]
         for job, index in outputs:
-            self._sample(job, index)
+            assert job.sampler is not None
+            if job.sampler.constrained:
+                self._sample_elsewhere(job, index)
+            else:
+                self._take(job, job.sampler.sample(self._started().context.ctx, index))
 
-    def _decode(self, batch: Any, fed: list[tuple[_Job, list[int]]]) -> None:
+    def _sample_elsewhere(self, job: Job, index: int) -> None:
+        """Grammar work can take long: a constrained request's token is sampled by a worker from
+        a copy of its logits, while the decode thread goes on with the other sequences."""
+        import llama_cpp
+        import numpy
+
+        loaded = self._started()
+        logits = numpy.array(numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(loaded.context.ctx, index), shape=(loaded.n_vocab,)))
+        assert job.sampler is not None and self._sampling_pool is not None
+        job.sampling = self._sampling_pool.submit(job.sampler.sample_logits, logits)
+
+    def _take_sampled(self) -> None:
+        for job in [job for job in self._running if job.sampling is not None and job.sampling.done()]:
+            future, job.sampling = job.sampling, None
+            error = future.exception()
+            if error is not None:
+                job.send(EngineError(f"sampling failed: {error}"))
+                self._finish(job, None)
+            else:
+                self._take(job, future.result())
+
+    def _wait_for_sampling(self) -> None:
+        pending = [job.sampling for job in self._running if job.sampling is not None]
+        if pending:
+            concurrent.futures.wait(pending, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED)
+
+    def _decode(self, batch: Any, fed: list[tuple[Job, list[int]]]) -> None:
         import llama_cpp
 
         assert self._kv is not None
-        while (code := llama_cpp.llama_decode(self._context.ctx, batch)) == 1:
+        while (code := llama_cpp.llama_decode(self._started().context.ctx, batch)) == 1:
             self._kv.evict_one()  # the KV cache is full: drop the least recently used cached prefix
         if code != 0:
             raise EngineError(f"llama_decode returned {code}")
 
-    def _sample(self, job: _Job, index: int) -> None:
-        import llama_cpp
-
-        assert job.sampler is not None
-        token = job.sampler.sample(self._context.ctx, index)
+    def _take(self, job: Job, token: int) -> None:
+        """The sampled token: the end, or the next piece of text and the token fed next step."""
         now = time.perf_counter()
         job.first_token_at = job.first_token_at or now
         prompt_tokens = len(job.request.prompt_token_ids)
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+        loaded = self._started()
+        if loaded.is_end(token):
             self._emit_last(job, "stop")
             return
         job.generated += 1
-        text = job.decoder.decode(self._piece(token))
+        text = job.decoder.decode(loaded.piece(token))
         out_of_room = job.position + 1 >= self._config.context_size
         if job.generated >= job.request.sampling.max_tokens or out_of_room:
             self._emit_last(job, "length", text)
@@ -439,26 +399,18 @@ class LlamaCppEngine:
         job.send(Delta(text, job.generated, None, prompt_tokens, job.cached_tokens, job.cache_source))
         job.next_token = token
 
-    def _piece(self, token: int, special: bool = False) -> bytes:
-        import llama_cpp
-
-        size = len(self._piece_buffer)
-        length = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buffer, size, 0, special)
-        if length < 0:  # the piece is longer than the buffer: grow it once and retry
-            self._piece_buffer = ctypes.create_string_buffer(-length)
-            return self._piece(token, special)
-        return self._piece_buffer.raw[:length]
-
-    def _emit_last(self, job: _Job, reason: str, text: str = "") -> None:
+    def _emit_last(self, job: Job, reason: str, text: str = "") -> None:
         text += job.decoder.decode(b"", final=True)
         job.send(Delta(text, job.generated, reason, len(job.request.prompt_token_ids), job.cached_tokens, job.cache_source))  # type: ignore[arg-type]
         self._finish(job, _FINISHED)
 
-    def _finish(self, job: _Job, final: object) -> None:
+    def _finish(self, job: Job, final: object) -> None:
         if job in self._running:
             self._running.remove(job)
         if job.slot is not None:
             self._cache.release(job.slot)
+            if job.request.warm:
+                job.slot.source = "warm"
         if final is not None:
             job.send(final)
         if logger.isEnabledFor(logging.DEBUG) and job.first_token_at is not None:
@@ -468,25 +420,9 @@ class LlamaCppEngine:
                 job.request.request_id, job.slot.seq_id if job.slot else "-", len(job.request.prompt_token_ids),
                 job.cached_tokens, job.first_token_at - job.submitted_at, job.generated, job.generated / decode_seconds,
             )
+        if job.sampling is not None:  # a worker is sampling with it: let it finish first
+            concurrent.futures.wait([job.sampling])
+            job.sampling = None
         if job.sampler is not None:
             job.sampler.close()
             job.sampler = None
-
-
-_LOG_CALLBACK: Any = None
-
-
-def _quiet_llama_logs(llama_cpp: Any) -> None:
-    """Route llama.cpp's own logging through `logging` at DEBUG instead of stderr."""
-    global _LOG_CALLBACK
-    if _LOG_CALLBACK is not None:
-        return
-    native = logging.getLogger("llama_cpp.native")
-
-    @llama_cpp.llama_log_callback
-    def forward(level: int, text: bytes, _: ctypes.c_void_p) -> None:
-        if native.isEnabledFor(logging.DEBUG):
-            native.debug("%s", text.decode("utf-8", "replace").rstrip())
-
-    _LOG_CALLBACK = forward  # keep a reference: llama.cpp calls it for the life of the process
-    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))

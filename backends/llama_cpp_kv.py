@@ -69,6 +69,14 @@ class KvSlots:
         slot.tokens = list(tokens)
         slot.source = "slot"
 
+    def restore_prefix(self, slot: Slot, state: ctypes.Array, tokens: list[int], keep: int) -> None:
+        """Copy a kept prefix's state (of `tokens`) into `slot`, then cut it to its first `keep` tokens."""
+        import llama_cpp
+
+        self.resume(slot, state, tokens)
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+        slot.tokens = list(tokens[:keep])
+
     # ---- disk -----------------------------------------------------------------------------------
 
     def restore_from_disk(self) -> None:

@@ -24,6 +24,11 @@ from backends.base import ConstraintError, ConstraintSpec, SamplingParams
 
 PENALTY_LAST_N = 64
 GRAMMAR_CACHE_SIZE = 32
+# When the sampled token is rejected, the grammar first checks the tokens whose logits are within
+# these spreads of the best one (at most WINDOW_CAP of them), and the whole vocabulary only when
+# none of those can decide: checking every token is what makes constrained decoding slow.
+WINDOW_SPREADS = (10.0, 20.0)
+WINDOW_CAP = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,8 +110,9 @@ def _free(sampler: Any) -> None:
 
 
 class RequestSampler:
-    """The sampler of one request: its chain, and a clone of its grammar if it has one.
-    Used only on the decode thread."""
+    """The sampler of one request: its chain, and a clone of its grammar if it has one. Used by
+    one thread at a time: the decode thread (`sample`), or for a constrained request a sampling
+    worker (`sample_logits`), so that grammar work never holds up the other sequences."""
 
     def __init__(self, sampling: SamplingParams, n_vocab: int, scratch: CandidateScratch) -> None:
         import llama_cpp
@@ -119,7 +125,9 @@ class RequestSampler:
             add(llama_cpp.llama_sampler_init_penalties(
                 n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty
             ))
-        if sampling.temperature == 0:
+        self._greedy = sampling.temperature == 0
+        self._min_p = sampling.min_p
+        if self._greedy:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
             if sampling.top_k > 0:
@@ -134,7 +142,8 @@ class RequestSampler:
         self._single = llama_cpp.llama_token_data_array(
             data=(llama_cpp.llama_token_data * 1)(), size=1, selected=-1, sorted=False
         )
-        self.full_applications = 0  # times the grammar had to be applied to the whole vocabulary
+        self.full_applications = 0  # times the grammar was applied to the whole vocabulary
+        self._own: _Candidates | None = None  # a candidate array of its own, for sample_logits
 
     def sample(self, ctx: Any, index: int) -> int:
         llama = self._llama
@@ -145,6 +154,25 @@ class RequestSampler:
             llama.llama_sampler_accept(self._grammar, token)
         return token
 
+    @property
+    def constrained(self) -> bool:
+        return self._grammar is not None
+
+    def sample_logits(self, logits: Any) -> int:
+        """As `sample`, from a copy of the logits (a numpy array), off the decode thread."""
+        llama = self._llama
+        if self._own is None:
+            self._own = _Candidates(len(logits), self._scratch.end_tokens)
+        candidates = self._own
+        candidates.fill(logits)
+        llama.llama_sampler_apply(self._chain, ctypes.byref(candidates.array))
+        token = int(candidates.array.data[candidates.array.selected].id)
+        if not self._allowed(token):
+            token = self._resample_from(candidates, logits)
+        llama.llama_sampler_accept(self._chain, token)
+        llama.llama_sampler_accept(self._grammar, token)
+        return token
+
     def _allowed(self, token: int) -> bool:
         entry = self._single.data[0]
         entry.id, entry.logit, entry.p = token, 1.0, 0.0
@@ -153,31 +181,53 @@ class RequestSampler:
         return not math.isinf(self._single.data[0].logit)
 
     def _resample(self, ctx: Any, index: int) -> int:
-        """The grammar over the whole vocabulary, then the chain, as without the lazy check."""
+        return self._resample_from(self._scratch.get(), self._llama.llama_get_logits_ith(ctx, index))
+
+    def _resample_from(self, candidates: _Candidates, logits: Any) -> int:
+        """The token the grammar allows: from the candidates near the best where that gives the
+        answer the whole vocabulary would (see `_window_decides`), else from the whole vocabulary."""
         llama = self._llama
-        self.full_applications += 1
-        candidates = self._scratch.get()
-        logits = llama.llama_get_logits_ith(ctx, index)
-        candidates.fill(logits)
-        llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates.array))
+        for spread in WINDOW_SPREADS:
+            lowest = candidates.fill_near_best(logits, spread, WINDOW_CAP)
+            llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates.array))
+            best = candidates.best_allowed()
+            if best is not None and self._window_decides(best, lowest):
+                break
+        else:
+            self.full_applications += 1
+            candidates.fill(logits)
+            llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates.array))
         llama.llama_sampler_apply(self._chain, ctypes.byref(candidates.array))
         return int(candidates.array.data[candidates.array.selected].id)
+
+    def _window_decides(self, best: float, lowest: float) -> bool:
+        """Greedy takes the best allowed token, which is in the window when any allowed token is.
+        Sampling with min_p keeps only tokens whose logit is within ln(min_p) of the best one (top_k
+        and top_p keep no more): when the window reaches below that, every token that could be
+        chosen is in it."""
+        if self._greedy:
+            return True
+        return self._min_p > 0 and lowest < best + math.log(self._min_p)
 
     def close(self) -> None:
         for sampler in (self._chain, self._grammar):
             _free(sampler)
         self._chain = self._grammar = None
+        self._own = None
 
 
 class _Candidates:
     """A llama_token_data_array over the whole vocabulary, filled from logits with numpy."""
 
-    def __init__(self, n_vocab: int) -> None:
+    def __init__(self, n_vocab: int, end_tokens: tuple[int, ...]) -> None:
         import llama_cpp
         import numpy
 
         self._numpy = numpy
         self.n_vocab = n_vocab
+        # End-of-generation tokens are always checked: a finished grammar allows only them, and
+        # their logits are often far below the window.
+        self._end_tokens = numpy.array(end_tokens, dtype=numpy.int64)
         self._data = (llama_cpp.llama_token_data * n_vocab)()
         self._view = numpy.ctypeslib.as_array(self._data).view(
             numpy.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
@@ -185,22 +235,57 @@ class _Candidates:
         self._ids = numpy.arange(n_vocab, dtype=numpy.int32)
         self.array = llama_cpp.llama_token_data_array(data=self._data, size=n_vocab, selected=-1, sorted=False)
 
+    def fill_near_best(self, logits: Any, spread: float, cap: int) -> float:
+        """The tokens whose logit is within `spread` of the best (at most `cap` of them, the best
+        ones) and the end tokens, best first; returns how low the window reaches."""
+        numpy = self._numpy
+        values = self._values(logits)
+        reach = float(values.max()) - spread
+        near = numpy.flatnonzero(values >= reach)
+        if len(near) > cap:
+            near = numpy.argpartition(values, -cap)[-cap:]
+            reach = float(values[near].min())
+        near = numpy.union1d(near, self._end_tokens)
+        near = near[numpy.argsort(values[near])[::-1]]
+        window = self._view[: len(near)]
+        window["id"] = near
+        window["logit"] = values[near]
+        window["p"] = 0.0
+        self.array.size, self.array.selected, self.array.sorted = len(near), -1, True
+        return reach
+
+    def best_allowed(self) -> float | None:
+        """The highest logit the grammar left in the array (sorted best first), or None."""
+        logits = self._view["logit"][: self.array.size]
+        allowed = self._numpy.flatnonzero(numpy_isfinite(self._numpy, logits))
+        return float(logits[allowed[0]]) if allowed.size else None
+
+    def _values(self, logits: Any) -> Any:
+        """The logits as a numpy array: a copy already, or a view of llama.cpp's buffer."""
+        numpy = self._numpy
+        return logits if isinstance(logits, numpy.ndarray) else numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+
     def fill(self, logits: Any) -> None:
         self._view["id"] = self._ids
-        self._view["logit"] = self._numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        self._view["logit"] = self._values(logits)
         self._view["p"] = 0.0
         self.array.size, self.array.selected, self.array.sorted = self.n_vocab, -1, False
+
+
+def numpy_isfinite(numpy: Any, values: Any) -> Any:
+    return numpy.isfinite(values)
 
 
 class CandidateScratch:
     """The whole-vocabulary candidate array of one engine, made on first need and reused: only
     that engine's decode thread samples."""
 
-    def __init__(self, n_vocab: int) -> None:
+    def __init__(self, n_vocab: int, end_tokens: tuple[int, ...]) -> None:
         self._n_vocab = n_vocab
+        self.end_tokens = end_tokens
         self._candidates: _Candidates | None = None
 
     def get(self) -> _Candidates:
         if self._candidates is None:
-            self._candidates = _Candidates(self._n_vocab)
+            self._candidates = _Candidates(self._n_vocab, self.end_tokens)
         return self._candidates

@@ -37,7 +37,8 @@ class Placement:
     slot: Slot
     keep: int  # prompt tokens already in the slot's KV after the plan is applied
     copy_from: Slot | None = None  # copy the first `keep` tokens from this slot's sequence
-    source: str = "slot"  # what the reused tokens came from: slot, copy, disk, warm
+    source: str = "slot"  # what the reused tokens came from: slot, copy, disk, warm, ram
+    dropped: list[int] | None = None  # the chosen slot's cached tokens before the plan cut them
 
     @property
     def cache_source(self) -> str | None:
@@ -73,12 +74,13 @@ class PromptCache:
         # The last prompt token is always computed: its logits give the first answer token.
         keep = min(keep, len(prompt) - 1)
         source = chosen.source if copy_from is None else ("copy" if copy_from.source == "slot" else copy_from.source)
+        dropped = chosen.tokens if len(chosen.tokens) > keep else None
         chosen.busy = True
         chosen.source = "slot"
         chosen.cache_key = cache_key
         chosen.tokens = list(prompt[:keep])
         chosen.last_used = time.monotonic()
-        return Placement(chosen, keep, copy_from, source)
+        return Placement(chosen, keep, copy_from, source, dropped)
 
     def _choose(self, free: list[Slot], prefix: dict[int, int], cache_key: str | None, prompt_length: int) -> Slot:
         """The conversation's own slot; else a slot this prompt continues; else the least

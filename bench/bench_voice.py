@@ -172,17 +172,22 @@ def priority(folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parts", default="rates,restart,priority", help="comma-separated: rates, restart, priority")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     setup_logging()
     with tempfile.TemporaryDirectory(prefix="voice-bench-") as folder_name:
         folder = Path(folder_name)
-        with household_server(folder / "rates") as server, httpx.Client(base_url=server.base_url, timeout=600) as client:
-            decode_rates(client, args.rounds)
-            voice_command(client)  # the household prompt and the tool turn cached
-            totals = [voice_command(client) for _ in range(args.rounds)]
-            logger.info("two-round-trip voice command, warm: %.2f s until the answer starts (median of %d)", median(totals), args.rounds)
-        restart_and_unload(folder / "restart")
-        priority(folder / "priority")
+        if "rates" in parts:
+            with household_server(folder / "rates") as server, httpx.Client(base_url=server.base_url, timeout=600) as client:
+                decode_rates(client, args.rounds)
+                voice_command(client)  # the household prompt and the tool turn cached
+                totals = [voice_command(client) for _ in range(args.rounds)]
+                logger.info("two-round-trip voice command, warm: %.2f s until the answer starts (median of %d)", median(totals), args.rounds)
+        if "restart" in parts:
+            restart_and_unload(folder / "restart")
+        if "priority" in parts:
+            priority(folder / "priority")
 
 
 if __name__ == "__main__":

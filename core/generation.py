@@ -13,12 +13,11 @@ import asyncio
 import dataclasses
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from backends.base import (
     ConstraintError,
@@ -32,7 +31,8 @@ from backends.base import (
 )
 from chat_formats import TemplateRenderError, render_prompt
 from chat_formats.registry import ToolSupport
-from core.prompt import guard_for, protect
+from core.answer import new_call_id, split_text, tool_events
+from core.prompt import guard_for, protect, template_messages
 from core.reasoning import ReasoningSplitter
 from core.remote import conversation_key, service_error
 from core.schemas import check_grammar
@@ -44,7 +44,6 @@ from core.types import (
     Event,
     Finish,
     GenerationInput,
-    Message,
     ReasoningDelta,
     TextDelta,
     ToolCall,
@@ -74,10 +73,6 @@ DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
 
 CONSTRAINT_COMPILE_TIMEOUT_SECONDS = 10.0
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 @dataclass(frozen=True)
@@ -179,7 +174,7 @@ class GenerationCore:
             return await self._start(dataclasses.replace(request, model=fallback))
 
     async def _start(self, request: GenerationInput) -> Generation:
-        lease, load_seconds = await self.acquire(request.model)
+        lease, load_seconds = await self.acquire(request.model, loading=request.warm)
         try:
             prepared = await self._prepare(lease, request, load_seconds)
         except EngineError as error:
@@ -196,10 +191,11 @@ class GenerationCore:
             raise
         return generation
 
-    async def acquire(self, model: str | None) -> tuple[Lease, float]:
-        """A lease on the model a request names, and the seconds spent waiting for it to load."""
+    async def acquire(self, model: str | None, loading: bool = False) -> tuple[Lease, float]:
+        """A lease on the model a request names, and the seconds spent waiting for it to load.
+        `loading`: for the server's own warm-up, which runs before the server is ready."""
         client = self._client
-        if not client.ready:
+        if not client.ready and not loading:
             raise ModelNotReadyError(client.failure or client.loading_stage)
         started = time.perf_counter()
         lease = await client.models.acquire(model)
@@ -225,10 +221,11 @@ class GenerationCore:
         constraint = await self._compile(lease, request, plan)
         sampling = _sampling(request, max_tokens, constraint)
         request_id = uuid.uuid4().hex  # adapters show it with their own prefix (chatcmpl-, resp_, msg_)
+        priority = lease.model.entry.priority if request.priority is None else request.priority
         affinity = (request.cache_key or conversation_key(request)) if lease.info.capabilities.routing else None
         conversation = request if lease.info.capabilities.messages else None
         engine_request = GenerationRequest(
-            request_id, ids, sampling, cache_key=request.cache_key, priority=request.priority, prompt_text=prompt,
+            request_id, ids, sampling, cache_key=request.cache_key, priority=priority, warm=request.warm, prompt_text=prompt,
             affinity=affinity, conversation=conversation,
         )
         format_stops = lease.chat_format.stop if request.messages else ()
@@ -328,7 +325,7 @@ class GenerationCore:
                 first_token_at = first_token_at or time.perf_counter()
                 text = stops.feed(delta.text)
                 finished = stops.stopped or delta.finish_reason is not None
-                events = _split(text + (stops.flush() if finished else ""), splitter, detector, finished)
+                events = split_text(text + (stops.flush() if finished else ""), splitter, detector, finished)
                 if events and all(isinstance(event, ReasoningDelta) for event in events):
                     reasoning_tokens += delta.completion_tokens - counted
                 counted = delta.completion_tokens
@@ -354,14 +351,14 @@ class GenerationCore:
                 )
                 self._client.metrics.observe_generation(
                     prepared.lease.model.entry.alias, usage.prompt_seconds, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens,
-                    delta.cache_source,
+                    delta.cache_source, usage.generation_seconds,
                 )
                 _log_finished(prepared, usage)
                 reason = "stop" if stops.stopped else delta.finish_reason
                 if passed_calls and reason != "length":
                     reason = "tool_calls"
                 if detector is not None:
-                    for event in _tool_events(detector, plan, reason == "length"):
+                    for event in tool_events(detector, plan, reason == "length"):
                         if isinstance(event, ToolCallEvent) and reason != "length":
                             reason = "tool_calls"
                         yield event
@@ -384,78 +381,6 @@ class GenerationCore:
             finally:
                 flight_recorder.end(prepared.request_id)
         raise GenerationFailedError("the engine ended the generation without a finish reason")
-
-
-def _split(text: str, splitter: ReasoningSplitter | None, detector: ToolCallDetector | None, final: bool) -> list[Event]:
-    """Text after stop strings, split into reasoning and content; content a call holds back is not sent."""
-    reasoning, content = splitter.feed(text) if splitter else ("", text)
-    if final and splitter is not None:
-        more_reasoning, more_content = splitter.flush()
-        reasoning, content = reasoning + more_reasoning, content + more_content
-    events: list[Event] = []
-    if reasoning:
-        events.append(ReasoningDelta(reasoning))
-    if detector is not None:
-        content = detector.feed(content)
-    if content:
-        events.append(TextDelta(content))
-    return events
-
-
-def _tool_events(detector: ToolCallDetector, plan: ToolPlan, cut: bool) -> list[Event]:
-    rest, parsed = detector.finish()
-    if parsed is not None:
-        events: list[Event] = [TextDelta(parsed.content)] if parsed.content else []
-        for index, call in enumerate(parsed.calls):
-            arguments_json = json.dumps(call.arguments, ensure_ascii=False)
-            events.append(ToolCallEvent(index, ToolCall(new_call_id(), call.name, call.arguments, arguments_json)))
-        return events
-    if plan.forced and cut:
-        # A forced call cut by max_tokens is still a call: its partial arguments, never raw JSON as text.
-        partial = partial_forced_call(rest, plan)
-        return [ToolCallEvent(0, partial)] if partial else []
-    return [TextDelta(rest)] if rest else []
-
-
-_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)("?)')
-_ARGUMENTS = re.compile(r'"arguments"\s*:\s*')
-
-
-def partial_forced_call(text: str, plan: ToolPlan) -> ToolCall | None:
-    """The call a forced answer cut short was writing: its name, and its arguments as far as written."""
-    schema = plan.constraint.schema if plan.constraint else None
-    options = schema.get("anyOf", [schema]) if isinstance(schema, dict) else []
-    names = [option["properties"]["name"]["const"] for option in options if isinstance(option, dict)]
-    match = _NAME.search(text)
-    written = match.group(1) if match else ""
-    candidates = [name for name in names if name == written] or [name for name in names if name.startswith(written)]
-    if len(candidates) != 1:
-        return None
-    arguments = _ARGUMENTS.search(text)
-    arguments_json = text[arguments.end() :] if arguments else ""
-    return ToolCall(new_call_id(), candidates[0], {}, arguments_json, complete=False)
-
-
-def template_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
-    """Messages as templates expect them: text content, call arguments as objects, and tool
-    results carrying the name of the call they answer."""
-    call_names: dict[str, str] = {}
-    rendered = []
-    for message in messages:
-        entry: dict[str, Any] = {"role": message.role, "content": message.content}
-        if message.name is not None:
-            entry["name"] = message.name
-        if message.tool_calls:
-            entry["tool_calls"] = [
-                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-                for call in message.tool_calls
-            ]
-            call_names.update({call.id: call.name for call in message.tool_calls if call.id})
-        if message.role == "tool":
-            entry["tool_call_id"] = message.tool_call_id
-            entry.setdefault("name", call_names.get(message.tool_call_id or "", ""))
-        rendered.append(entry)
-    return rendered
 
 
 def _passed_call(name: str, arguments: str) -> ToolCall:

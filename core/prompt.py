@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from core.types import Message
+
 # Private-use code points (plane 15) stand in for special-token text while the template renders.
 _PLACEHOLDER_BASE = 0xF0000
 _PLACEHOLDER_LIMIT = 0xFFFFD
@@ -110,3 +112,25 @@ def protect(guard: SpecialTextGuard, value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [protect(guard, item) for item in value]
     return value
+
+
+def template_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Messages as templates expect them: text content, call arguments as objects, and tool
+    results carrying the name of the call they answer."""
+    call_names: dict[str, str] = {}
+    rendered = []
+    for message in messages:
+        entry: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.name is not None:
+            entry["name"] = message.name
+        if message.tool_calls:
+            entry["tool_calls"] = [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call in message.tool_calls
+            ]
+            call_names.update({call.id: call.name for call in message.tool_calls if call.id})
+        if message.role == "tool":
+            entry["tool_call_id"] = message.tool_call_id
+            entry.setdefault("name", call_names.get(message.tool_call_id or "", ""))
+        rendered.append(entry)
+    return rendered

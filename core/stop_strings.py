@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+MAX_STOPS = 16
+
+
+def check_stops(stops: list[str], what: str = "stop strings") -> None:
+    """Raise ValueError (for a request validator) unless `stops` are at most MAX_STOPS non-empty strings."""
+    if len(stops) > MAX_STOPS:
+        raise ValueError(f"at most {MAX_STOPS} {what} are supported")
+    if any(stop == "" for stop in stops):
+        raise ValueError(f"{what} must not be empty")
+
 
 def first_match(text: str, patterns: Sequence[str]) -> int:
     """Index of the earliest occurrence of any pattern in `text`, or -1."""

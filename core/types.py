@@ -99,7 +99,8 @@ class GenerationInput:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     cache_key: str | None = None  # keeps a conversation's prompt cache together (OpenAI `user`)
-    priority: int = 0  # higher is served first
+    priority: int | None = None  # higher is served first; None = the model's default
+    warm: bool = False  # a warm prompt prefilled at load: its cached prefix is counted as "warm"
     names: WireNames = field(default_factory=WireNames)
 
 

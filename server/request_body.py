@@ -1,5 +1,5 @@
-"""Checks on a request body before the application parses it: its size (413) and its media type
-(415). The size is checked from Content-Length before any byte is read, and counted as a chunked
+"""Checks on a request body before the application parses it: its size (413) and, for requests
+from a web page, its media type (415). The size is checked from Content-Length before any byte is read, and counted as a chunked
 body streams in, so an oversized body is never held in memory."""
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ class RequestBodyMiddleware:
                 return ErrorDetail(413, _too_large(self.max_bytes, int(declared)))
         has_body = (declared is not None and int(declared) > 0) or "transfer-encoding" in headers
         content_type = headers.get("content-type")
-        if has_body and scope["method"] in _METHODS_WITH_BODY and content_type and not _is_json(content_type):
+        # A web page can POST a form or text/plain to this server without a CORS preflight; it is
+        # refused. Clients that are not browsers send no Origin: their JSON is read whatever its
+        # label (Ollama's documentation uses `curl -d`, which labels the body a form).
+        from_a_page = "origin" in headers
+        if has_body and from_a_page and scope["method"] in _METHODS_WITH_BODY and content_type and not _is_json(content_type):
             return ErrorDetail(
                 415,
                 f"The request body must be JSON: send it with 'Content-Type: application/json' (got {content_type!r})",

@@ -1,6 +1,7 @@
 """Read what a GGUF file says about itself (architecture, quantization, context length, chat
-template) from its header, without loading it. Standard library only: the header's key-value
-section is read and large arrays (the vocabulary) are skipped, so this takes milliseconds."""
+template, parameter count) from its header, without loading it. Standard library only: the
+header's key-value section and tensor list are read, large arrays (the vocabulary) are skipped,
+and tensor data is never touched, so this takes milliseconds."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ FILE_TYPES: dict[int, str] = {
     12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
     19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
     26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
-    36: "TQ1_0", 37: "TQ2_0",
+    36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4",
 }
 
 # GGUF value types: id -> struct format of a scalar.
@@ -36,6 +37,7 @@ class GGUFInfo:
     path: Path
     version: int
     metadata: dict[str, Any]
+    parameter_count: int = 0  # elements of every tensor
 
     @property
     def architecture(self) -> str | None:
@@ -78,14 +80,15 @@ def read_gguf(path: Path) -> GGUFInfo:
             version = reader.scalar("<I")
             if version == 1:
                 raise GGUFError(f"{path} is GGUF version 1, which llama.cpp no longer reads; convert it again")
-            reader.scalar("<Q")  # tensor count
+            tensors = reader.scalar("<Q")
             count = reader.scalar("<Q")
             metadata = {reader.string(): reader.value(reader.scalar("<I")) for _ in range(count)}
+            parameters = sum(reader.tensor_elements() for _ in range(tensors))
     except OSError as error:
         raise GGUFError(f"cannot read {path}: {error.strerror}") from None
     except (struct.error, UnicodeDecodeError, EOFError) as error:
         raise GGUFError(f"{path}: the GGUF header is damaged ({error})") from None
-    return GGUFInfo(path, version, metadata)
+    return GGUFInfo(path, version, metadata, parameters)
 
 
 class _Reader:
@@ -122,6 +125,15 @@ class _Reader:
             for _ in range(count):
                 self.skip(kind)
         return {"length": count}
+
+    def tensor_elements(self) -> int:
+        """One entry of the tensor list (name, dimensions, type, offset): its element count."""
+        self._file.seek(self.scalar("<Q"), 1)  # name
+        elements = 1
+        for _ in range(self.scalar("<I")):
+            elements *= self.scalar("<Q")
+        self._file.seek(4 + 8, 1)  # type, data offset
+        return elements
 
     def skip(self, kind: int) -> None:
         if kind == _STRING:

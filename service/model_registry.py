@@ -56,7 +56,9 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Changing any of these on a loaded model means loading it again.
-    RELOAD_FIELDS: ClassVar[frozenset[str]] = frozenset({"engine", "model", "chat_format", "context_size", "options"})
+    RELOAD_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"engine", "model", "chat_format", "context_size", "options", "warm_prompts", "warm_when"}
+    )
 
     alias: str = Field(min_length=1, description="the name requests use")
     engine: EngineName
@@ -68,6 +70,13 @@ class ModelEntry(BaseModel):
     tool_support: Literal["auto", "native", "react", "none"] = "auto"
     keep_alive_seconds: float | None = Field(None, ge=0, description="idle time before unloading; 0 = never")
     fallback: str | None = Field(None, min_length=1, description="the alias of the model that serves when this one cannot")
+    priority: int = Field(0, description="priority of requests that name no priority (higher is served first)")
+    warm_prompts: Path | None = Field(
+        None, description="a JSON or YAML file of conversations ({messages, tools}) prefilled when the model loads"
+    )
+    warm_when: Literal["before_ready", "after_ready"] = Field(
+        "before_ready", description="prefill the warm prompts before the model serves, or right after"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
     source: ModelSource | None = None
 

@@ -23,6 +23,9 @@ from tests.fakes import FakeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Real Chromium for the settings-page tests, and the run's summary of whether they ran.
+pytest_plugins = ("tests.browser",)
+
 
 # ---- fast tier: the app over a fake engine ----------------------------------------------------
 
@@ -34,7 +37,7 @@ def fake_engine() -> FakeEngine:
 
 # The names the fast tier's clients give the app as Host ("http://test", "http://t"): a server
 # without an API key answers only to names it is told (see server/host_check.py).
-TEST_HOSTS = ["test", "t"]
+TEST_HOSTS = ["test", "t", "homeassistant-test"]
 # The fast tier's cache directory: never the user's, whose registry file or audit log it must not read or write.
 FAST_TIER_CACHE = Path(tempfile.gettempdir()) / f"jarvis-fast-tier-{os.getuid()}"
 

@@ -158,7 +158,7 @@ async def test_an_empty_answer_has_no_content_blocks(api, fake_engine) -> None:
 
 
 async def test_fields_reach_the_core(api, fake_engine, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="protocols.anthropic.convert")
+    caplog.set_level(logging.INFO, logger="protocols")
     request = body(
         temperature=0.2, top_p=0.9, top_k=7, metadata={"user_id": "kitchen"}, thinking={"type": "enabled", "budget_tokens": 1024},
         service_tier="auto", container="c1", mystery_option={"a": 1},

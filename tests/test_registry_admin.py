@@ -50,7 +50,7 @@ async def test_list_models_shows_entries_state_and_effective_options(registry) -
     assert (small["alias"], small["state"], large["state"]) == ("small", "loaded", "unloaded")
     assert small["entry"] == {"alias": "small", "engine": "llama_cpp", "model": "org/small-model", "options": {"parallel": 2}}
     # the entry's own option over the server-wide defaults (JARVIS_PARALLEL and friends)
-    assert small["effective_options"] == {"n_gpu_layers": 0, "parallel": 2, "max_queue": 16, "prompt_cache_disk_mb": 1024}
+    assert small["effective_options"] == {"n_gpu_layers": 0, "parallel": 2, "max_queue": 16, "prompt_cache_disk_mb": 1024, "prompt_cache_ram_mb": 512}
 
 
 async def test_create_persists_keeps_comments_and_is_audited(registry) -> None:

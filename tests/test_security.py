@@ -301,11 +301,14 @@ async def test_streamed_body_over_the_limit_is_413(app_factory, fake_engine) -> 
     assert fake_engine.requests == []
 
 
-async def test_a_body_that_is_not_json_is_415(app_factory) -> None:
+async def test_a_page_posting_a_body_that_is_not_json_gets_415(app_factory) -> None:
+    """What a web page can send without a CORS preflight (a form, text/plain) is refused; a
+    client that is not a browser (no Origin) may label its JSON as it likes."""
     app = await app_factory()
     async with client_of(app) as client:
         for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-            response = await client.post(CHAT, content=b"{}", headers={"Content-Type": content_type})
+            headers = {"Content-Type": content_type, "Origin": "http://evil.example"}
+            response = await client.post(CHAT, content=b"{}", headers=headers)
             assert_error(response, 415, says="Content-Type: application/json")
         ok = await client.post(CHAT, content=json.dumps(chat_body()).encode(), headers={"Content-Type": "application/json; charset=utf-8"})
         assert ok.status_code == 200

@@ -39,6 +39,7 @@ from protocols.anthropic.schema import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from protocols.tolerance import log_unknown_fields
 from service.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def count_input(request: CountTokensRequest) -> GenerationInput:
 def conversation(request: MessagesInput) -> tuple[Message, ...]:
     """The system prompt first (when there is one), then every wire message's core messages."""
     system_blocks = request.system if isinstance(request.system, list) else []
-    _log_unknown(request, *request.messages, *(request.tools or ()), *system_blocks)
+    log_unknown_fields(request, *request.messages, *(request.tools or ()), *system_blocks)
     last = len(request.messages) - 1
     if request.messages[last].role == "assistant":
         # Anthropic continues a final assistant turn ("prefill"); the chat templates here always
@@ -252,7 +253,7 @@ def _validated(model: type[BaseModel], block: dict[str, Any], path: str) -> Any:
         location = ".".join(str(part) for part in (path, *problem.get("loc", ())))
         raise InvalidRequestError(f"{location}: {problem.get('msg')}", param=location) from None
     if isinstance(parsed, Tolerant):
-        _log_unknown(parsed)
+        log_unknown_fields(parsed)
     return parsed
 
 
@@ -280,9 +281,3 @@ def _output(request: MessagesInput) -> OutputFormat | None:
         return None
     # Anthropic's structured outputs always hold to the schema: strict.
     return OutputFormat("json_schema", config.format.schema_, strict=True)
-
-
-def _log_unknown(*models: Tolerant) -> None:
-    unknown = sorted({name for model in models for name in model.unknown_fields()})
-    if unknown:
-        logger.info("ignoring request fields this server does not use: %s", ", ".join(unknown))

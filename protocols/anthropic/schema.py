@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MAX_STOP_SEQUENCES = 16
+from core.stop_strings import check_stops
 
 
 class Tolerant(BaseModel):
@@ -155,10 +155,7 @@ class MessagesRequest(MessagesInput):
     @field_validator("stop_sequences")
     @classmethod
     def _stops(cls, value: list[str] | None) -> list[str] | None:
-        if value and len(value) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are supported")
-        if value and any(stop == "" for stop in value):
-            raise ValueError("stop sequences must not be empty")
+        check_stops(value or [], "stop sequences")
         return value
 
 

@@ -27,18 +27,13 @@ from core.types import (
     Usage,
 )
 from protocols.openai.schema import ChatCompletionRequest, ChatMessage, SamplingFields, StructuredOutputs
+from protocols.tolerance import log_unknown_fields
 from service.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 _ROLES = {"developer": "system", "function": "tool"}
-
-
-def log_unknown_fields(*models: object) -> None:
-    unknown = sorted({name for model in models for name in model.unknown_fields()})  # type: ignore[attr-defined]
-    if unknown:
-        logger.info("ignoring request fields this server does not use: %s", ", ".join(unknown))
 
 
 def sampling_of(request: SamplingFields) -> Sampling:
@@ -69,7 +64,7 @@ def chat_input(request: ChatCompletionRequest) -> GenerationInput:
         max_tokens=request.max_completion_tokens or request.max_tokens,
         stop=tuple(request.stop_list()),
         cache_key=request.user,
-        priority=request.priority or 0,
+        priority=request.priority,
     )
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from core.generation import Generation
 from core.types import Completion, Finish, GenerationInput, TextDelta
-from protocols.openai.chat import log_unknown_fields, output_of, sampling_of, usage_body
+from protocols.openai.chat import output_of, sampling_of, usage_body
 from protocols.openai.schema import CompletionRequest
+from protocols.tolerance import log_unknown_fields
 
 JSON = dict[str, Any]
 
@@ -25,7 +26,7 @@ def completion_input(request: CompletionRequest) -> GenerationInput:
         max_tokens=request.max_tokens,
         stop=tuple(request.stop_list()),
         cache_key=request.user,
-        priority=request.priority or 0,
+        priority=request.priority,
     )
 
 

@@ -10,9 +10,10 @@ from fastapi.responses import StreamingResponse
 
 from core import raw_engine
 from core.embeddings import embed
-from protocols.openai.chat import ChatRenderer, chat_input, log_unknown_fields
+from protocols.openai.chat import ChatRenderer, chat_input
 from protocols.openai.completions import CompletionRenderer, completion_input
 from protocols.openai.schema import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest, TokenizeRequest
+from protocols.tolerance import log_unknown_fields
 from server.dependencies import AppSettings, Client, Core
 from server.errors import openai_error
 from server.sse import StreamFormat, data_line, stream_response

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.stop_strings import check_stops
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -115,11 +117,7 @@ class SamplingFields(_Tolerant):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > 16:
-            raise ValueError("at most 16 stop strings are supported")
-        if any(stop == "" for stop in stops):
-            raise ValueError("stop strings must not be empty")
+        check_stops([value] if isinstance(value, str) else value or [])
         return value
 
     def stop_list(self) -> list[str]:

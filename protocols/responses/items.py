@@ -14,7 +14,6 @@ from pydantic import BaseModel, ValidationError
 
 from core.tools import parse_arguments
 from core.types import Message, ToolCall
-from protocols.openai.chat import log_unknown_fields
 from protocols.responses.schema import (
     ContentPart,
     FunctionCallItem,
@@ -22,6 +21,7 @@ from protocols.responses.schema import (
     MessageItem,
     ReasoningItem,
 )
+from protocols.tolerance import log_unknown_fields
 from server.errors import describe_problems
 from service.errors import InvalidRequestError
 

@@ -15,9 +15,9 @@ from core.types import (
     ToolChoice,
     WireNames,
 )
-from protocols.openai.chat import log_unknown_fields
 from protocols.responses.items import input_messages
 from protocols.responses.schema import ResponsesRequest
+from protocols.tolerance import log_unknown_fields
 from service.errors import InvalidRequestError
 
 NAMES = WireNames(

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from backends import choose_engine, machine_report, preferred_engine
 from backends.kinds import local_engine_names
 from server.dependencies import AdminIdentity, AppSettings, Client, require_admin_key
 from service.errors import InvalidRequestError
+from service.metrics_history import MetricsHistory, process_rss_bytes
 from service.vllm_command import CommandParseError, parse_vllm_command
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin_key)])
@@ -33,13 +33,6 @@ class CommandText(BaseModel):
     command: str
 
 
-def process_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 @router.get("/status")
 async def status(client: Client, settings: AppSettings) -> dict[str, object]:
     registry = client.models.registry
@@ -54,8 +47,20 @@ async def status(client: Client, settings: AppSettings) -> dict[str, object]:
         "uptime_seconds": round(time.time() - client.started_at, 1),
         "process_rss_bytes": process_rss_bytes(),
         "registry": {"path": str(registry.file.path), "source": registry.source},
+        "default_model": client.models.default.entry.alias,
+        # /v1 needs JARVIS_API_KEY (the settings page asks for it before its test box sends).
+        "api_key_required": settings.api_key is not None,
         "models": [model.status() for model in client.models.models],
     }
+
+
+@router.get("/metrics")
+async def recent_metrics(request: Request) -> dict[str, object]:
+    """The server's own metrics over the last minutes, one point per few seconds (the settings
+    page's charts): requests per minute to the model APIs, mean time to first token, decode
+    tokens per second, prompt-cache hit rate, process memory."""
+    history: MetricsHistory = request.app.state.metrics_history
+    return history.report()
 
 
 @router.get("/backends")

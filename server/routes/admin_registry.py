@@ -4,13 +4,18 @@ model reloads once its in-flight requests finish) and written to the audit trail
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends
+from pydantic import BaseModel, ConfigDict, Field
 
-from server.dependencies import AdminIdentity, Client, require_admin_key
+from backends import engine_kind, engine_names
+from server.dependencies import AdminIdentity, AppSettings, Client, require_admin_key
+from service.errors import InvalidRequestError
 from service.managed_model import ManagedModel, ModelState
 from service.model_files import source_warnings
+from service.model_inspect import SourceError, inspect_source
 from service.registry_edits import Edit
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin_key)])
@@ -18,11 +23,29 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin_key)])
 EntryBody = Body(..., description="a models.yaml entry as JSON")
 
 
+class ProposeModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, description="a GGUF file, an HF model folder, an HF model id, or a `vllm serve ...` command")
+    alias: str | None = None
+    engine: Literal[engine_names()] | None = None  # type: ignore[valid-type]
+    chat_format: str | None = None
+    context_size: int | None = Field(None, ge=256)
+
+
 def _view(client: Client, model: ManagedModel) -> dict[str, object]:
+    settings = client.settings
     return {
         **model.status(),
         "entry": model.entry.document(),
         "effective_options": client.models.engine_options(model.serving_entry),
+        "effective_context_size": model.entry.context_size or settings.context_size,
+        "keep_alive_seconds": client.models.keep_alive_seconds(model),
+        # What a field the entry leaves out (or clears with null) takes: the JARVIS_ settings.
+        "server_defaults": {
+            "context_size": settings.context_size,
+            "keep_alive_seconds": settings.keep_alive_seconds,
+            "options": settings.engine_defaults(engine_kind(model.entry.engine)),
+        },
     }
 
 
@@ -46,6 +69,22 @@ async def list_models(client: Client) -> dict[str, object]:
 @router.get("/models/{alias}")
 async def get_model(alias: str, client: Client) -> dict[str, object]:
     return _view(client, client.models.by_alias(alias))
+
+
+@router.post("/propose-model")
+async def propose_model(body: ProposeModel, client: Client, identity: AdminIdentity, settings: AppSettings) -> dict[str, object]:
+    """The entry `jarvis add-model` would write for a source on this server's machine, from what
+    the model's files say about themselves; nothing is written (POST /admin/models adds it)."""
+    try:
+        proposal = await asyncio.to_thread(
+            inspect_source, body.source, default_context=settings.context_size, alias=body.alias, engine=body.engine,
+            chat_format=body.chat_format, context_size=body.context_size,
+        )
+    except SourceError as error:
+        client.audit.record(identity, "propose-model", body.source, f"error: {error}")
+        raise InvalidRequestError(str(error), param="source") from None
+    client.audit.record(identity, "propose-model", body.source, proposal.entry)
+    return {"entry": proposal.entry, "detected": proposal.detected, "notes": proposal.notes}
 
 
 @router.post("/models", status_code=201)
