@@ -153,6 +153,10 @@ def test_sign_in_shows_both_engine_cards_with_true_states(page: Page, ui_server:
         expect(card(page, "vllm").get_by_role("button", name="Switch to vLLM")).to_be_disabled()
     expect(fact(page, "vllm", "running")).to_have_text("no")
     expect(card(page, "llama_cpp").get_by_role("button")).to_be_hidden()  # no switch to the active engine
+    # The remote engine's card: no switch (a model goes remote by its registry entry), its upstreams.
+    expect(card(page, "openai").get_by_role("button")).to_be_hidden()
+    expect(fact(page, "openai", "upstreams")).to_have_text("–")
+    expect(card(page, "openai").locator(".hint")).to_contain_text("engine: openai")
     # The key: in this tab's session storage only, never in the address or a cookie.
     assert page.evaluate("sessionStorage.getItem('jarvis.adminKey')") == ADMIN_KEY
     assert ADMIN_KEY not in page.url and page.context.cookies() == []

@@ -198,3 +198,21 @@ def test_ollama_routes_on_a_remote_alias(front: Front) -> None:
     generated = client.generate(model="pair", prompt="The capital of France is", options={"num_predict": 4, "temperature": 0})
     assert generated.done and generated.response
     assert "pair:latest" in [model.model for model in client.list().models]
+
+
+def test_the_settings_page_shows_each_upstream(front: Front, client: openai.OpenAI, browser) -> None:
+    from playwright.sync_api import expect
+
+    client.chat.completions.create(model="pair", messages=MESSAGES, max_tokens=2)
+    page = browser.new_context().new_page()
+    try:
+        page.goto(f"{front.proxy.base_url}/ui")
+        page.get_by_label("Admin key").fill(ADMIN_KEY)
+        page.get_by_role("button", name="Sign in").click()
+        remote = page.locator('article[data-engine="openai"]')
+        upstreams = remote.locator('dd[data-fact="upstreams"]')
+        for server in front.upstreams:
+            expect(upstreams).to_contain_text(f"pair → {server.base_url.removeprefix('http://')}: up")
+        expect(remote.get_by_role("button")).to_be_hidden()
+    finally:
+        page.context.close()

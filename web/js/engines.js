@@ -11,6 +11,7 @@ const FACTS = {
   stage: "Health",
   slots: "Slots busy",
   queue: "Queue",
+  upstreams: "Upstreams",
 };
 
 const ON_ENGINE = new Set(["loaded", "loading", "unloading"]);
@@ -100,9 +101,25 @@ export class EngineCards {
     }
     setText(card.facts.slots, loaded.length ? (slots ? `${busy} of ${slots}` : String(busy)) : "–");
     setText(card.facts.queue, loaded.length ? String(queue) : "–");
+    // A remote engine's models run on other servers: each upstream, up or down and why, and its load.
+    const upstreams = loaded.flatMap((model) => (model.engine_stats?.upstreams || []).map((upstream) => ({ model, upstream })));
+    setText(
+      card.facts.upstreams,
+      upstreams.length
+        ? upstreams
+            .map(({ model, upstream }) => `${model.alias} → ${upstream.name}: ${upstream.healthy ? `up, ${upstream.in_flight} running` : `down (${upstream.reason})`}`)
+            .join("; ")
+        : "–",
+    );
 
     this.fillProgress(card, engine, status, loading, labels);
 
+    if (engine.local === false) {
+      // A model moves onto a remote engine by its registry entry (engine: openai), not by a switch.
+      show(card.button, false);
+      setText(card.hint, "Models with engine: openai in the registry run here; edit an entry to move a model onto other servers.");
+      return;
+    }
     show(card.button, !active);
     setText(card.button, `Switch to ${engine.label}`);
     card.button.disabled = !engine.available || changing;
