@@ -286,7 +286,7 @@ class LlamaCppEngine:
         placement = self._cache.place(prompt, job.request.cache_key)
         assert placement is not None
         job.slot = placement.slot
-        if self._stash.worth_keeping(placement.dropped):  # keep the prefix this placement overwrites
+        if self._stash.worth_keeping(placement.dropped, placement.slot.tokens):  # keep the prefix this placement overwrites
             self._stash.add(placement.dropped, self._kv.suspend(placement.slot))  # type: ignore[arg-type]
         self._kv.apply(placement)
         keep, source = placement.keep, placement.cache_source

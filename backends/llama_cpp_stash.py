@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from backends.prompt_cache import common_prefix_length
 
-MIN_TOKENS = 256  # shorter prefixes are cheaper to compute again than to keep
+MIN_TOKENS = 256  # fewer lost tokens are cheaper to compute again than to copy the whole state
 
 
 @dataclass(eq=False)
@@ -31,8 +31,13 @@ class PrefixStash:
         self._entries: OrderedDict[int, Stashed] = OrderedDict()
         self._bytes = 0
 
-    def worth_keeping(self, tokens: list[int] | None) -> bool:
-        return self.max_bytes > 0 and tokens is not None and len(tokens) >= MIN_TOKENS
+    def worth_keeping(self, tokens: list[int] | None, replaced_by: list[int]) -> bool:
+        """Whether to copy a slot's cached `tokens` before the slot holds `replaced_by`: only when
+        that loses many of them. The next command of a conversation keeps all but its last turn,
+        and copying the whole state for that turn would cost more than it saves."""
+        if self.max_bytes <= 0 or tokens is None:
+            return False
+        return len(tokens) - common_prefix_length(tokens, replaced_by) >= MIN_TOKENS
 
     def add(self, tokens: list[int], state: ctypes.Array) -> None:
         key = hash(tuple(tokens))

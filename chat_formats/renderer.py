@@ -35,6 +35,11 @@ def _compile(template: str):  # type: ignore[no-untyped-def]
     return environment.from_string(template)
 
 
+def prepare_template(chat_format: ChatFormat) -> None:
+    """Compile the format's template now, so its first render does not pay for it."""
+    _compile(chat_format.template)
+
+
 def render_prompt(
     chat_format: ChatFormat,
     messages: Sequence[Mapping[str, Any]],

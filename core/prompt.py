@@ -10,13 +10,17 @@ parsed, the swapped text without."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from chat_formats.registry import ChatFormat
+from chat_formats.renderer import prepare_template
 from core.types import Message
+from service.managed_model import ManagedModel
 
 # Private-use code points (plane 15) stand in for special-token text while the template renders.
 _PLACEHOLDER_BASE = 0xF0000
@@ -96,6 +100,19 @@ class SpecialTextGuard:
             return self.originals[index] if index < len(self.originals) else match.group(0)
 
         return _PLACEHOLDERS.sub(original, prompt)
+
+
+async def prepare_rendering(model: ManagedModel) -> None:
+    """A model's after-load step: compile its template and its special-token pattern (cached, for
+    every request) now, so that the first command after a load or a restart does not pay for them
+    (together about 0.1 s on this CPU for the packaged model)."""
+    if model.chat_format is not None and model.info is not None:
+        await asyncio.to_thread(_prepare, model.chat_format, model.info.special_tokens)
+
+
+def _prepare(chat_format: ChatFormat, special_tokens: frozenset[str]) -> None:
+    prepare_template(chat_format)
+    special_token_pattern(special_tokens)
 
 
 def guard_for(special_tokens: frozenset[str]) -> SpecialTextGuard:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 
 from core.generation import GenerationCore
+from core.prompt import prepare_rendering
 from core.warm_prompts import WarmPrompts
 from protocols.anthropic import routes as anthropic_routes
 from protocols.ollama import routes as ollama_routes
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None, client: GGUFClient | None = Non
     app.state.settings = settings
     app.state.client = client or GGUFClient(settings)
     app.state.core = GenerationCore(app.state.client)
-    app.state.client.models.on_loaded.append(WarmPrompts(app.state.core).after_load)
+    app.state.client.models.on_loaded += [prepare_rendering, WarmPrompts(app.state.core).after_load]
     app.state.response_store = ResponseStore(settings.responses_store_size)
     app.state.started_at = int(time.time())
     app.state.model_facts = ModelFactsCache(settings.cache_dir)

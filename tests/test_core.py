@@ -149,3 +149,21 @@ async def test_a_failing_constraint_does_not_stop_a_concurrent_stream(api, fake_
 async def test_priority_reaches_the_engine(api, fake_engine: FakeEngine) -> None:
     await api.post(CHAT, json=chat_body(priority=5))
     assert fake_engine.requests[-1].priority == 5
+
+
+def test_a_loaded_model_has_its_template_and_special_token_pattern_built_before_its_first_request() -> None:
+    from types import SimpleNamespace
+
+    from chat_formats.registry import ChatFormat
+    from chat_formats.renderer import _compile
+    from core.prompt import guard_for, prepare_rendering, special_token_pattern
+
+    special = frozenset({"<only_in_this_test>", "<only_in_this_test_too>"})
+    chat_format = ChatFormat("this-test", "{% for m in messages %}<only_in_this_test>{{ m.content }}{% endfor %}")
+    model = SimpleNamespace(chat_format=chat_format, info=SimpleNamespace(special_tokens=special))
+    patterns, templates = special_token_pattern.cache_info(), _compile.cache_info()
+    asyncio.run(prepare_rendering(model))  # type: ignore[arg-type]
+    assert special_token_pattern.cache_info().misses == patterns.misses + 1
+    assert _compile.cache_info().misses == templates.misses + 1
+    assert guard_for(special).pattern is not None
+    assert special_token_pattern.cache_info().hits == patterns.hits + 1, "the first request built it again"

@@ -91,3 +91,16 @@ def test_the_same_short_prompt_again_reuses_its_slot_despite_a_long_answer() -> 
     cache.release(first.slot)
     again = cache.place(prompt, None)
     assert again is not None and again.slot is first.slot and again.keep == 3
+
+
+def test_the_ram_stash_copies_a_slot_only_when_a_placement_loses_much_of_it() -> None:
+    from backends.llama_cpp_stash import MIN_TOKENS, PrefixStash
+
+    stash = PrefixStash(max_bytes=1 << 20)
+    household = list(range(2400))
+    next_command = [*household[:2390], 7, 7]  # the same household prompt, another last turn
+    assert not stash.worth_keeping([*household, 1, 2], next_command[:2390])
+    assert stash.worth_keeping(household, household[:100])  # another conversation takes the slot
+    assert not stash.worth_keeping(household, household[: 2400 - MIN_TOKENS + 1])
+    assert not stash.worth_keeping(None, [])
+    assert not PrefixStash(max_bytes=0).worth_keeping(household, [])
