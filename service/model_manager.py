@@ -197,7 +197,8 @@ class ModelManager:
                 model.fallback = _fallback_note(failures, engine_name)
                 model.load_seconds = time.monotonic() - started
                 model.last_used = time.monotonic()
-                model.state, model.stage = ModelState.LOADED, "ready"
+                # Serving, but not "ready" until the after-load steps (warm prompts) are done.
+                model.state, model.stage = ModelState.LOADED, "warming up"
                 if model.fallback:
                     logger.warning("model %s: %s", model.entry.alias, model.fallback)
                 logger.info(
@@ -209,6 +210,7 @@ class ModelManager:
                         await hook(model)
                     except Exception:  # a hook's failure must not fail the load
                         logger.exception("model %s: after-load step failed", model.entry.alias)
+                model.stage = "ready"
                 return
             model.state, model.stage = ModelState.FAILED, "failed"
             model.failed_at = time.monotonic()

@@ -26,7 +26,7 @@ def client(live_server) -> openai.OpenAI:
 
 
 LOADING_STAGES = {
-    "starting", "waiting to load", "preparing model", "loading model",  # both engines
+    "starting", "waiting to load", "preparing model", "loading model", "warming up",  # both engines
     "preparing GGUF for vLLM", "importing vLLM", "loading model in vLLM",  # vLLM (and "converting ..." once)
 }
 
