@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from chat_formats import ChatFormat
 from core.embeddings import embed
 from core.generation import GenerationCore
+from core.types import GenerationInput
 from protocols.ollama import models
 from protocols.ollama.chat import ChatRenderer, chat_input
 from protocols.ollama.generate import GenerateRenderer, generate_input
@@ -126,15 +127,7 @@ async def chat(body: ChatRequest, core: Core, client: Client) -> dict[str, objec
     if not body.messages:
         done_reason = await _load_or_unload(core, client, alias, keep_alive)
         return {"model": body.model, "created_at": timestamp(), "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": done_reason}
-    request = chat_input(body, alias)
-    async with _holding(core, client, alias, keep_alive) as (lease, waited):
-        think = _thinking(body.think, lease.chat_format, body.model)
-        _check_context(body.options, lease)
-        generation = await core.start(request)
-    renderer = ChatRenderer(generation, body.model, think, started, waited)
-    if body.stream:
-        return stream_response(renderer.stream(), NDJSON)
-    return renderer.whole(await generation.collect())
+    return await _answer(core, client, alias, keep_alive, body, chat_input(body, alias), ChatRenderer, started)
 
 
 @router.post("/api/generate", response_model=None)
@@ -150,15 +143,7 @@ async def generate(body: GenerateRequest, core: Core, client: Client) -> dict[st
     if not body.prompt:
         done_reason = await _load_or_unload(core, client, alias, keep_alive)
         return {"model": body.model, "created_at": timestamp(), "response": "", "done": True, "done_reason": done_reason}
-    request = generate_input(body, alias)
-    async with _holding(core, client, alias, keep_alive) as (lease, waited):
-        think = _thinking(body.think, lease.chat_format, body.model)
-        _check_context(body.options, lease)
-        generation = await core.start(request)
-    renderer = GenerateRenderer(generation, body.model, think, started, waited)
-    if body.stream:
-        return stream_response(renderer.stream(), NDJSON)
-    return renderer.whole(await generation.collect())
+    return await _answer(core, client, alias, keep_alive, body, generate_input(body, alias), GenerateRenderer, started)
 
 
 @router.post("/api/embed")
@@ -269,6 +254,21 @@ def _keep_alive(value: float | str | None) -> float | None:
 def _refuse_logprobs(logprobs: bool | None) -> None:
     if logprobs:
         raise InvalidRequestError("logprobs are not supported by this server", param="logprobs")
+
+
+async def _answer(
+    core: GenerationCore, client: GGUFClient, alias: str, keep_alive: float | None, body: ChatRequest | GenerateRequest,
+    request: GenerationInput, renderer: type[ChatRenderer] | type[GenerateRenderer], started: float,
+) -> dict[str, object] | StreamingResponse:
+    """Start the generation on the held model and answer it as one body or as NDJSON lines."""
+    async with _holding(core, client, alias, keep_alive) as (lease, waited):
+        think = _thinking(body.think, lease.chat_format, body.model)
+        _check_context(body.options, lease)
+        generation = await core.start(request)
+    rendering = renderer(generation, body.model, think, started, waited)
+    if body.stream:
+        return stream_response(rendering.stream(), NDJSON)
+    return rendering.whole(await generation.collect())
 
 
 @contextlib.asynccontextmanager
