@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from core.generation import Generation
 from core.tools import parse_arguments
 from core.types import (
     Completion,
@@ -25,7 +24,7 @@ from core.types import (
     ToolChoice,
 )
 from protocols.ollama.schema import ChatMessage, ChatRequest, Format, ToolDefinition
-from protocols.ollama.wire import OLLAMA_NAMES, done_fields, max_tokens_of, sampling_of, timestamp
+from protocols.ollama.wire import OLLAMA_NAMES, LineRenderer, max_tokens_of, sampling_of, timestamp
 from protocols.tolerance import log_unknown_fields
 from service.errors import InvalidRequestError
 
@@ -124,22 +123,12 @@ def tool_call_entry(index: int, call: ToolCall) -> JSON:
     return {"id": call.id, "function": {"index": index, "name": call.name, "arguments": call.arguments}}
 
 
-class ChatRenderer:
+class ChatRenderer(LineRenderer):
     """Shapes one generation as Ollama chat lines. `model` is the name the client asked for (Ollama
     echoes it); thinking is sent in message.thinking when `think` is on, else left out."""
 
-    def __init__(self, generation: Generation, model: str, think: bool, started: float, load_seconds: float) -> None:
-        self._generation = generation
-        self._model = model
-        self._think = think
-        self._started = started
-        self._load_seconds = load_seconds
-
     def line(self, message: JSON, **fields: Any) -> JSON:
         return {"model": self._model, "created_at": timestamp(), "message": {"role": "assistant", "content": "", **message}, "done": False, **fields}
-
-    def _done(self, finish: Finish) -> JSON:
-        return done_fields(finish.reason, finish.usage, self._started, self._load_seconds)
 
     def whole(self, completion: Completion) -> JSON:
         message: JSON = {"content": completion.text}

@@ -10,11 +10,10 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from core.generation import Generation
 from core.types import Completion, Finish, GenerationInput, Message, ReasoningDelta, TextDelta
 from protocols.ollama.chat import output_of
 from protocols.ollama.schema import GenerateRequest
-from protocols.ollama.wire import OLLAMA_NAMES, done_fields, max_tokens_of, sampling_of, timestamp
+from protocols.ollama.wire import OLLAMA_NAMES, LineRenderer, max_tokens_of, sampling_of, timestamp
 from protocols.tolerance import log_unknown_fields
 from service.errors import InvalidRequestError
 
@@ -90,21 +89,11 @@ def render_go_template(template: str, values: dict[str, str]) -> str:
     return "".join(output)
 
 
-class GenerateRenderer:
+class GenerateRenderer(LineRenderer):
     """Shapes one generation as Ollama generate lines (`response`, and `thinking` when on)."""
-
-    def __init__(self, generation: Generation, model: str, think: bool, started: float, load_seconds: float) -> None:
-        self._generation = generation
-        self._model = model
-        self._think = think
-        self._started = started
-        self._load_seconds = load_seconds
 
     def line(self, response: str, **fields: Any) -> JSON:
         return {"model": self._model, "created_at": timestamp(), "response": response, "done": False, **fields}
-
-    def _done(self, finish: Finish) -> JSON:
-        return done_fields(finish.reason, finish.usage, self._started, self._load_seconds)
 
     def whole(self, completion: Completion) -> JSON:
         thinking = {"thinking": completion.reasoning} if completion.reasoning and self._think else {}

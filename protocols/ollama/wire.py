@@ -8,12 +8,15 @@ import math
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.types import FinishReason, Sampling, Usage, WireNames
+from core.types import Finish, FinishReason, Sampling, Usage, WireNames
 from protocols.ollama.schema import Options
 from server.errors import ErrorDetail
 from server.sse import StreamFormat, json_text
+
+if TYPE_CHECKING:
+    from core.generation import Generation
 
 JSON = dict[str, Any]
 
@@ -137,3 +140,18 @@ def max_tokens_of(options: Options | None) -> int | None:
     it to the model's max_tokens (JARVIS_MAX_TOKENS), never beyond the context."""
     value = options.num_predict if options else None
     return value if value is not None and value > 0 else None
+
+
+class LineRenderer:
+    """What the chat and generate renderers share: the generation, the model name the client asked
+    for (Ollama echoes it), whether thinking is shown, and the figures of the last line."""
+
+    def __init__(self, generation: Generation, model: str, think: bool, started: float, load_seconds: float) -> None:
+        self._generation = generation
+        self._model = model
+        self._think = think
+        self._started = started
+        self._load_seconds = load_seconds
+
+    def _done(self, finish: Finish) -> JSON:
+        return done_fields(finish.reason, finish.usage, self._started, self._load_seconds)
