@@ -100,6 +100,7 @@ class Timing:
     last: float | None
     chunks: int  # content chunks; one per token on these servers
     finish_reason: str | None
+    longest_gap: float = 0.0  # seconds between two content chunks, at most
 
     @property
     def ttft(self) -> float:
@@ -119,6 +120,7 @@ def stream(client: httpx.Client, path: str, body: dict) -> Timing:
     sent = time.perf_counter()
     first = last = None
     chunks = 0
+    longest_gap = 0.0
     finish_reason = None
     with client.stream("POST", path, json={**body, "stream": True}) as response:
         response.raise_for_status()
@@ -130,11 +132,12 @@ def stream(client: httpx.Client, path: str, body: dict) -> Timing:
                 content = choice.get("text") or (choice.get("delta") or {}).get("content")
                 if content:
                     now = time.perf_counter()
+                    longest_gap = max(longest_gap, now - last) if last is not None else 0.0
                     first = first or now
                     last = now
                     chunks += 1
                 finish_reason = choice.get("finish_reason") or finish_reason
-    return Timing(sent, first, last, chunks, finish_reason)
+    return Timing(sent, first, last, chunks, finish_reason, longest_gap)
 
 
 def median(values: list[float]) -> float:

@@ -93,6 +93,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A prompt whose greedy continuation (" 13, 14, ...") runs to max_tokens on any CPU's kernels, where
+# a story may end after a few tokens: for tests that need a long stream.
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
+
+
 @dataclass
 class LiveServer:
     base_url: str
@@ -103,6 +108,19 @@ class LiveServer:
     @property
     def api_url(self) -> str:
         return f"{self.base_url}/v1"
+
+    def generating(self) -> float:
+        """Sequences the server is generating right now, by its own count (jarvis_busy_slots in
+        /metrics). A client's view of a stream cannot tell this: on a loaded machine vLLM's
+        processes hand tokens over late and a stream can reach the client in bursts."""
+        text = httpx.get(f"{self.base_url}/metrics", timeout=30).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("jarvis_busy_slots{"))
+
+    def wait_until_generating(self, expected: float, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while (count := self.generating()) != expected:
+            assert time.monotonic() < deadline, f"the server generates {count} sequences, not {expected}, after {timeout} s"
+            time.sleep(0.05)
 
 
 def start_live_server(tmp_dir: Path, port: int | None = None, **env_overrides: str) -> LiveServer:
