@@ -15,12 +15,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat_formats.registry import ChatFormat
 from chat_formats.renderer import prepare_template
 from core.types import Message
-from service.managed_model import ManagedModel
+
+if TYPE_CHECKING:
+    from service.managed_model import ManagedModel
 
 # Private-use code points (plane 15) stand in for special-token text while the template renders.
 _PLACEHOLDER_BASE = 0xF0000

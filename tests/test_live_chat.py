@@ -145,7 +145,6 @@ def test_models_answers_while_a_long_stream_runs(live_server, client: openai.Ope
     """/v1/models and /health answer while the server generates a long stream. "While" is the
     server's own count of running sequences, asked after both answered: on a loaded machine vLLM's
     tokens can reach the client in bursts, so the first chunk the client sees says little."""
-    # Counting: a continuation the base model keeps up for all 200 tokens on any CPU's kernels.
     live_server.wait_until_generating(0)
     reasons: list[str | None] = []
 

@@ -22,7 +22,7 @@ from protocols.ollama import models
 from protocols.ollama.chat import ChatRenderer, chat_input
 from protocols.ollama.generate import GenerateRenderer, generate_input
 from protocols.ollama.schema import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ModelRequest, Options, Think
-from protocols.ollama.wire import NDJSON, keep_alive_seconds, nanoseconds, ollama_error, timestamp
+from protocols.ollama.wire import NDJSON, LineRenderer, keep_alive_seconds, nanoseconds, ollama_error, timestamp
 from protocols.tolerance import log_unknown_fields
 from server.dependencies import Client, Core
 from server.errors import register_error_format
@@ -258,7 +258,7 @@ def _refuse_logprobs(logprobs: bool | None) -> None:
 
 async def _answer(
     core: GenerationCore, client: GGUFClient, alias: str, keep_alive: float | None, body: ChatRequest | GenerateRequest,
-    request: GenerationInput, renderer: type[ChatRenderer] | type[GenerateRenderer], started: float,
+    request: GenerationInput, renderer: type[LineRenderer], started: float,
 ) -> dict[str, object] | StreamingResponse:
     """Start the generation on the held model and answer it as one body or as NDJSON lines."""
     async with _holding(core, client, alias, keep_alive) as (lease, waited):

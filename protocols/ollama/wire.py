@@ -4,13 +4,15 @@ map onto the core's sampling."""
 
 from __future__ import annotations
 
+import abc
 import math
 import re
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from core.types import Finish, FinishReason, Sampling, Usage, WireNames
+from core.types import Completion, Finish, FinishReason, Sampling, Usage, WireNames
 from protocols.ollama.schema import Options
 from server.errors import ErrorDetail
 from server.sse import StreamFormat, json_text
@@ -142,7 +144,7 @@ def max_tokens_of(options: Options | None) -> int | None:
     return value if value is not None and value > 0 else None
 
 
-class LineRenderer:
+class LineRenderer(abc.ABC):
     """What the chat and generate renderers share: the generation, the model name the client asked
     for (Ollama echoes it), whether thinking is shown, and the figures of the last line."""
 
@@ -155,3 +157,11 @@ class LineRenderer:
 
     def _done(self, finish: Finish) -> JSON:
         return done_fields(finish.reason, finish.usage, self._started, self._load_seconds)
+
+    @abc.abstractmethod
+    def whole(self, completion: Completion) -> JSON:
+        """The whole answer as one body."""
+
+    @abc.abstractmethod
+    def stream(self) -> AsyncIterator[JSON]:
+        """The answer as NDJSON lines, the last one with the figures."""
