@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -20,6 +21,9 @@ from server.process_tree import dies_with_this_process
 from service.gguf_client import GGUFClient
 from service.settings import Settings
 from tests.fakes import FakeEngine
+
+if TYPE_CHECKING:
+    import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,9 +97,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# A prompt whose greedy continuation (" 13, 14, ...") runs to max_tokens on any CPU's kernels, where
-# a story may end after a few tokens: for tests that need a long stream.
+# A prompt whose greedy continuation is " 13, 14, 15, ...": text without near ties.
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
+# A grammar with no end (every number must be followed by another): the model cannot stop, so a
+# stream under it ends only at max_tokens or when the client closes it. Unconstrained, the counting
+# ends wherever the model picks its end-of-turn token, and where that is depends on the CPU's
+# arithmetic (vLLM computes in bfloat16): a CI machine ended it early.
+ENDLESS_COUNTING_GRAMMAR = 'root ::= " " [0-9]+ "," root'
+
+
+def open_endless_stream(client: openai.OpenAI) -> openai.Stream:
+    """A counting stream of up to 1,000 tokens (more than half a minute at these CPUs' rates) that
+    the model cannot end: for tests that need the server busy until they close the stream."""
+    return client.completions.create(
+        model="x", prompt=COUNTING, max_tokens=1000, temperature=0, stream=True,
+        extra_body={"grammar": ENDLESS_COUNTING_GRAMMAR},
+    )
 
 
 @dataclass

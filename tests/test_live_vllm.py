@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import COUNTING, LiveServer, start_live_server, stop_live_server
+from tests.conftest import LiveServer, open_endless_stream, start_live_server, stop_live_server
 
 pytestmark = [pytest.mark.real, pytest.mark.vllm]
 
@@ -41,11 +41,10 @@ def test_a_stream_arrives_in_pieces_while_vllm_generates_and_closing_it_aborts_i
     """Deltas reach the client while vLLM still holds the request, and join to the text. On a
     loaded machine vLLM's processes can hold tokens back for a second or two and vLLM then merges
     the waiting deltas, so this checks the first pieces against vLLM's own count of running
-    requests, not a chunk per token. The request asks for 1,000 tokens (more than a minute at this
-    CPU's rate), so a fast CPU cannot finish it early, and only an abort inside vLLM brings the
-    count back to 0 once the client closes the stream."""
+    requests, not a chunk per token. The model cannot end the stream (see open_endless_stream), so
+    only an abort inside vLLM brings the count back to 0 once the client closes it."""
     vllm_server.wait_until_generating(0)
-    stream = client.completions.create(model="x", prompt=COUNTING, max_tokens=1000, temperature=0, stream=True)
+    stream = open_endless_stream(client)
     texts: list[str] = []
     generating_at_arrival: list[float] = []
     try:
