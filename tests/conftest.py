@@ -107,8 +107,9 @@ ENDLESS_COUNTING_GRAMMAR = 'root ::= " " [0-9]+ "," root'
 
 
 def open_endless_stream(client: openai.OpenAI) -> openai.Stream:
-    """A counting stream of up to 1,000 tokens (more than half a minute at these CPUs' rates) that
-    the model cannot end: for tests that need the server busy until they close the stream."""
+    """A counting stream of up to 1,000 tokens (about 25 s on llama.cpp and 50 s on vLLM on this
+    2-core machine) that the model cannot end: for tests that need the server busy until they
+    close the stream."""
     return client.completions.create(
         model="x", prompt=COUNTING, max_tokens=1000, temperature=0, stream=True,
         extra_body={"grammar": ENDLESS_COUNTING_GRAMMAR},
