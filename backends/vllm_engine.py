@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 # Tokens that end a turn in the chat formats we render; llama.cpp treats them as end-of-generation.
 END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<|endoftext|>")
 
+# vLLM's finish reasons that end an answer, as the API reports them. Its others ("abort",
+# "error") mean vLLM gave up on the request: a failure, never a finished answer.
+FINISH_REASONS = {"stop": "stop", "length": "length", "repetition": "stop"}
+
 IMPORT_FIX = (
     "run ./run.sh with JARVIS_INFERENCE_ENGINE=vllm, which installs requirements-vllm.txt and the vLLM build "
     "for this machine; if the error mentions torchvision, run: .venv/bin/pip uninstall -y torchvision torchaudio torchcodec"
@@ -259,12 +263,13 @@ class VllmEngine:
             async for output in stream:
                 completion = output.outputs[0]
                 produced += len(completion.token_ids)
-                reason = completion.finish_reason
                 finished = output.finished
+                if finished and completion.finish_reason not in FINISH_REASONS:
+                    raise _ended_without_answer(completion.finish_reason, request, produced)
                 yield Delta(
                     text=completion.text,
                     completion_tokens=produced,
-                    finish_reason=("length" if reason == "length" else "stop") if finished else None,
+                    finish_reason=FINISH_REASONS[completion.finish_reason] if finished else None,
                     prompt_tokens=len(request.prompt_token_ids),
                     cached_tokens=output.num_cached_tokens or 0,
                 )
@@ -278,3 +283,12 @@ class VllmEngine:
             # Closing vLLM's generator early aborts the request inside vLLM (AsyncLLM.generate
             # handles GeneratorExit and cancellation by aborting); test_live_vllm checks it.
             await stream.aclose()
+
+
+def _ended_without_answer(reason: str | None, request: GenerationRequest, produced: int) -> EngineError:
+    """The error for a request vLLM ended with "error" or "abort". Under an output constraint,
+    "error" is vLLM's grammar matcher refusing the sampled token: every token was masked, which
+    happens when the grammar admits no continuation (a schema that refers to itself, say)."""
+    if reason == "error" and request.sampling.constraint is not None:
+        return ConstraintError(f"no output matches it (vLLM's grammar allowed no next token after {max(produced - 1, 0)} tokens of output)")
+    return EngineError(f"vLLM ended the request with {reason!r} after {produced} tokens")

@@ -20,6 +20,7 @@ from protocols.responses import routes as responses_routes
 from protocols.responses.store import ResponseStore
 from server.dependencies import require_api_key
 from server.errors import install_error_handlers
+from server.loop_watchdog import watch_event_loop
 from server.metrics_middleware import MetricsMiddleware
 from server.routes import admin, admin_registry, health, metrics, page
 from server.security import docs_options, install_security
@@ -49,10 +50,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Load in the background so /health answers 503 with the stage while the model loads.
     loading = asyncio.create_task(_load_model(app, client))
     sampling = asyncio.create_task(app.state.metrics_history.run())
+    watching = asyncio.create_task(watch_event_loop())
     try:
         yield
     finally:
-        for task in (loading, sampling):
+        for task in (loading, sampling, watching):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -106,12 +106,18 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 ENDLESS_COUNTING_GRAMMAR = 'root ::= " " [0-9]+ "," root'
 
 
+# As many tokens as the test servers' 2,048-token context leaves after COUNTING: about 40 s on
+# llama.cpp and 85 s on vLLM on this 2-core machine. The tests close the stream long before; the
+# length is margin for a machine that stops running the test process for half a minute while the
+# server goes on generating (the CI machine did, once vLLM had produced 1,000 tokens unread).
+ENDLESS_STREAM_TOKENS = 1_990
+
+
 def open_endless_stream(client: openai.OpenAI) -> openai.Stream:
-    """A counting stream of up to 1,000 tokens (about 25 s on llama.cpp and 50 s on vLLM on this
-    2-core machine) that the model cannot end: for tests that need the server busy until they
-    close the stream."""
+    """A counting stream that the model cannot end: for tests that need the server busy until
+    they close the stream."""
     return client.completions.create(
-        model="x", prompt=COUNTING, max_tokens=1000, temperature=0, stream=True,
+        model="x", prompt=COUNTING, max_tokens=ENDLESS_STREAM_TOKENS, temperature=0, stream=True,
         extra_body={"grammar": ENDLESS_COUNTING_GRAMMAR},
     )
 
@@ -133,6 +139,13 @@ class LiveServer:
         processes hand tokens over late and a stream can reach the client in bursts."""
         text = httpx.get(f"{self.base_url}/metrics", timeout=30).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("jarvis_busy_slots{"))
+
+    def log_lines(self, *markers: str, last: int = 10) -> str:
+        """The server log's last lines that contain one of `markers` (all lines without), for a
+        failure message: what the server said while a check failed."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        chosen = [line for line in lines if not markers or any(marker in line for marker in markers)]
+        return "\n".join(chosen[-last:])
 
     def wait_until_generating(self, expected: float, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

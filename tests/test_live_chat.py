@@ -160,7 +160,10 @@ def test_models_answers_while_a_long_stream_runs(live_server, client: openai.Ope
     live_server.wait_until_generating(0)
     assert models.status_code == 200 and models.json()["data"], models.text
     assert health.status_code == 200, health.text
-    assert still_generating == 1, f"/v1/models and /health answered only once the stream had ended: {ending}"
+    assert still_generating == 1, (
+        f"/v1/models and /health answered only once the stream had ended: {ending}; "
+        f"the server's warnings:\n{live_server.log_lines('WARNING', 'ERROR')}"
+    )
 
 
 def how_it_ended(stream: openai.Stream) -> str:

@@ -5,6 +5,7 @@ test_live_chat.py and test_live_tools.py, which run on both engines."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,23 +45,45 @@ def test_a_stream_arrives_in_pieces_while_vllm_generates_and_closing_it_aborts_i
     requests, not a chunk per token. The model cannot end the stream (see open_endless_stream), so
     only an abort inside vLLM brings the count back to 0 once the client closes it."""
     vllm_server.wait_until_generating(0)
+    opened = time.monotonic()
     stream = open_endless_stream(client)
     texts: list[str] = []
     generating_at_arrival: list[float] = []
+    seconds_at_arrival: list[float] = []
     try:
         for chunk in stream:
             if chunk.choices and chunk.choices[0].text:
                 texts.append(chunk.choices[0].text)
+                seconds_at_arrival.append(round(time.monotonic() - opened, 2))
                 generating_at_arrival.append(vllm_server.generating())
             if len(texts) == 5:
                 break
     finally:
         stream.close()
     vllm_server.wait_until_generating(0, timeout=30)
-    assert generating_at_arrival == [1] * 5, f"vLLM's count of running requests as the first pieces arrived: {generating_at_arrival}"
+    assert generating_at_arrival == [1] * 5, (
+        f"vLLM's count of running requests as the first pieces arrived: {generating_at_arrival}, "
+        f"seconds after the request: {seconds_at_arrival}; the server's warnings:\n{vllm_server.log_lines('WARNING', 'ERROR')}"
+    )
     joined, counting_on = "".join(texts), " 13, 14, 15, 16, 17, 18, 19, 20,"
     assert joined[: len(counting_on)] == counting_on[: len(joined)], f"the pieces joined: {joined[:80]!r}"
     assert client.completions.create(model="x", prompt=PROMPTS[0], max_tokens=2, temperature=0).choices[0].finish_reason == "length"
+
+
+def test_a_schema_that_admits_no_output_is_400_on_vllm_not_an_empty_answer(vllm_server: LiveServer) -> None:
+    """{"$ref": "#"} is a valid JSON schema that no value matches: vLLM's grammar masks every token
+    and vLLM ends the request with "error". That is the request's fault, said as such, streamed or not."""
+    body = {
+        "model": "x", "max_tokens": 8, "messages": [{"role": "user", "content": "Answer in JSON."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "self", "schema": {"$ref": "#"}}},
+    }
+    answer = httpx.post(f"{vllm_server.base_url}/v1/chat/completions", json=body, timeout=120)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "response_format"
+    assert "no output matches it" in answer.json()["error"]["message"]
+    streamed = httpx.post(f"{vllm_server.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=120)
+    assert streamed.status_code == 400, streamed.text
+    assert "no output matches it" in streamed.json()["error"]["message"]
 
 
 def test_one_conversation_gives_the_same_prompt_and_token_ids_on_both_engines(llama_server: LiveServer, vllm_server: LiveServer) -> None:

@@ -4,11 +4,13 @@ without vLLM itself (fast tier). The engine end to end is in test_live_vllm.py."
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 
 from backends import vllm_engine
-from backends.base import ConstraintSpec, EngineConfig, EngineError, SamplingParams
+from backends.base import ConstraintError, ConstraintSpec, EngineConfig, EngineError, GenerationRequest, SamplingParams
 from backends.vllm_engine import VllmEngine
 
 
@@ -87,3 +89,44 @@ def test_the_packaged_gguf_asks_for_bos() -> None:
     from service.settings import Settings
 
     assert gguf_adds_bos(packaged_model_path(Settings().cache_dir)) is True
+
+
+class _EndingLLM:
+    """Stands in for vLLM's AsyncLLM: one output that ends the request with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def generate(self, *args: object, **kwargs: object) -> AsyncIterator[SimpleNamespace]:
+        async def outputs() -> AsyncIterator[SimpleNamespace]:
+            completion = SimpleNamespace(text="", token_ids=[0], finish_reason=self.reason)
+            yield SimpleNamespace(outputs=[completion], finished=True, num_cached_tokens=0)
+
+        return outputs()
+
+
+async def _run_until_end(reason: str, constraint: object | None) -> list[str | None]:
+    instance = engine()
+    instance._vllm["TokensPrompt"] = lambda **kwargs: kwargs
+    instance._llm = _EndingLLM(reason)
+    request = GenerationRequest("r", [2, 9], SamplingParams(max_tokens=8, constraint=constraint))
+    return [delta.finish_reason async for delta in instance.generate(request)]
+
+
+@pytest.mark.parametrize(("reason", "reported"), [("stop", "stop"), ("length", "length"), ("repetition", "stop")])
+async def test_vllms_finish_reasons_that_end_an_answer_are_reported(reason: str, reported: str) -> None:
+    assert await _run_until_end(reason, None) == [reported]
+
+
+async def test_a_grammar_that_allows_no_token_is_the_constraints_fault() -> None:
+    """vLLM ends a request with "error" when its grammar matcher rejects the sampled token (every
+    token was masked): the request's constraint admits no output, never a finished answer."""
+    with pytest.raises(ConstraintError, match="no output matches it"):
+        await _run_until_end("error", ConstraintSpec("json_schema", {"$ref": "#"}))
+
+
+@pytest.mark.parametrize("reason", ["error", "abort"])
+async def test_a_request_vllm_gave_up_on_is_an_engine_error(reason: str) -> None:
+    with pytest.raises(EngineError, match=f"'{reason}'") as raised:
+        await _run_until_end(reason, None)
+    assert not isinstance(raised.value, ConstraintError)
