@@ -102,14 +102,16 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 # A grammar with no end (every number must be followed by another): the model cannot stop, so a
 # stream under it ends only at max_tokens or when the client closes it. Unconstrained, the counting
 # ends wherever the model picks its end-of-turn token, and where that is depends on the CPU's
-# arithmetic (vLLM computes in bfloat16): a CI machine ended it early.
+# arithmetic (vLLM computes in bfloat16).
 ENDLESS_COUNTING_GRAMMAR = 'root ::= " " [0-9]+ "," root'
 
 
 # As many tokens as the test servers' 2,048-token context leaves after COUNTING: about 40 s on
 # llama.cpp and 85 s on vLLM on this 2-core machine. The tests close the stream long before; the
-# length is margin for a machine that stops running the test process for half a minute while the
-# server goes on generating (the CI machine did, once vLLM had produced 1,000 tokens unread).
+# length is margin for a machine that stalls the test or the server's event loop while vLLM goes
+# on generating: on the CI machine the first piece of a 1,000-token stream reached the test only
+# after vLLM had finished it, 42 s after the request (the server's log says which side stalled:
+# server/loop_watchdog.py).
 ENDLESS_STREAM_TOKENS = 1_990
 
 
