@@ -142,12 +142,13 @@ class LiveServer:
         text = httpx.get(f"{self.base_url}/metrics", timeout=30).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("jarvis_busy_slots{"))
 
-    def log_lines(self, *markers: str, last: int = 10) -> str:
-        """The server log's last lines that contain one of `markers` (all lines without), for a
-        failure message: what the server said while a check failed."""
+    def warnings_logged(self, last: int = 10) -> str:
+        """The server log's last errors and the server's own warnings (vLLM's processes, whose lines
+        start with their name in brackets, warn about their set-up at every start), for a failure
+        message: what the server said, a stalled event loop among it, while a check failed."""
         lines = self.log_path.read_text(errors="replace").splitlines()
-        chosen = [line for line in lines if not markers or any(marker in line for marker in markers)]
-        return "\n".join(chosen[-last:])
+        said = [line for line in lines if "ERROR" in line or ("WARNING" in line and not line.startswith("("))]
+        return "the server's warnings:\n" + "\n".join(said[-last:])
 
     def wait_until_generating(self, expected: float, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -162,7 +162,7 @@ def test_models_answers_while_a_long_stream_runs(live_server, client: openai.Ope
     assert health.status_code == 200, health.text
     assert still_generating == 1, (
         f"/v1/models and /health answered only once the stream had ended: {ending}; "
-        f"the server's warnings:\n{live_server.log_lines('WARNING', 'ERROR')}"
+        f"{live_server.warnings_logged()}"
     )
 
 

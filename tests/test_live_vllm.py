@@ -63,7 +63,7 @@ def test_a_stream_arrives_in_pieces_while_vllm_generates_and_closing_it_aborts_i
     vllm_server.wait_until_generating(0, timeout=30)
     assert generating_at_arrival == [1] * 5, (
         f"vLLM's count of running requests as the first pieces arrived: {generating_at_arrival}, "
-        f"seconds after the request: {seconds_at_arrival}; the server's warnings:\n{vllm_server.log_lines('WARNING', 'ERROR')}"
+        f"seconds after the request: {seconds_at_arrival}; {vllm_server.warnings_logged()}"
     )
     joined, counting_on = "".join(texts), " 13, 14, 15, 16, 17, 18, 19, 20,"
     assert joined[: len(counting_on)] == counting_on[: len(joined)], f"the pieces joined: {joined[:80]!r}"
