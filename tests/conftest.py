@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -21,9 +20,6 @@ from server.process_tree import dies_with_this_process
 from service.gguf_client import GGUFClient
 from service.settings import Settings
 from tests.fakes import FakeEngine
-
-if TYPE_CHECKING:
-    import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,33 +91,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-# A prompt whose greedy continuation is " 13, 14, 15, ...": text without near ties.
-COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
-# A grammar with no end (every number must be followed by another): the model cannot stop, so a
-# stream under it ends only at max_tokens or when the client closes it. Unconstrained, the counting
-# ends wherever the model picks its end-of-turn token, and where that is depends on the CPU's
-# arithmetic (vLLM computes in bfloat16).
-ENDLESS_COUNTING_GRAMMAR = 'root ::= " " [0-9]+ "," root'
-
-
-# As many tokens as the test servers' 2,048-token context leaves after COUNTING: about 40 s on
-# llama.cpp and 85 s on vLLM on this 2-core machine. The tests close the stream long before; the
-# length is margin for a machine that stalls the test or the server's event loop while vLLM goes
-# on generating: on the CI machine the first piece of a 1,000-token stream reached the test only
-# after vLLM had finished it, 42 s after the request (the server's log says which side stalled:
-# server/loop_watchdog.py).
-ENDLESS_STREAM_TOKENS = 1_990
-
-
-def open_endless_stream(client: openai.OpenAI) -> openai.Stream:
-    """A counting stream that the model cannot end: for tests that need the server busy until
-    they close the stream."""
-    return client.completions.create(
-        model="x", prompt=COUNTING, max_tokens=ENDLESS_STREAM_TOKENS, temperature=0, stream=True,
-        extra_body={"grammar": ENDLESS_COUNTING_GRAMMAR},
-    )
 
 
 @dataclass

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import open_endless_stream
+from tests.while_streaming import while_a_stream_runs
 
 pytestmark = pytest.mark.real
 
@@ -143,33 +143,16 @@ def test_invalid_parameter_is_400_and_server_keeps_serving(client: openai.OpenAI
 
 def test_models_answers_while_a_long_stream_runs(live_server, client: openai.OpenAI) -> None:
     """/v1/models and /health answer while the server generates a long stream. "While" is the
-    server's own count of running sequences, asked after both answered: on a loaded machine vLLM's
-    tokens can reach the client in bursts, so the chunks a client sees say little. The model cannot
-    end the stream (see open_endless_stream), and it is closed once the answers are in."""
-    live_server.wait_until_generating(0)
-    stream = open_endless_stream(client)
-    try:
-        live_server.wait_until_generating(1)
+    server's own count of running sequences, asked after both answered (see while_streaming): on a
+    loaded machine vLLM's tokens can reach the client in bursts, so the chunks a client sees say little."""
+
+    def ask_models_and_health(stream: openai.Stream) -> tuple[httpx.Response, httpx.Response]:
         with httpx.Client(timeout=30) as http:
-            models = http.get(f"{live_server.api_url}/models")
-            health = http.get(f"{live_server.base_url}/health")
-        still_generating = live_server.generating()
-        ending = "" if still_generating == 1 else how_it_ended(stream)
-    finally:
-        stream.close()
-    live_server.wait_until_generating(0)
+            return http.get(f"{live_server.api_url}/models"), http.get(f"{live_server.base_url}/health")
+
+    models, health = while_a_stream_runs(live_server, client, ask_models_and_health)
     assert models.status_code == 200 and models.json()["data"], models.text
     assert health.status_code == 200, health.text
-    assert still_generating == 1, (
-        f"/v1/models and /health answered only once the stream had ended: {ending}; "
-        f"{live_server.warnings_logged()}"
-    )
-
-
-def how_it_ended(stream: openai.Stream) -> str:
-    chunks = [chunk for chunk in stream if chunk.choices]
-    text = "".join(chunk.choices[0].text for chunk in chunks)
-    return f"{len(chunks)} chunks, finish_reason {chunks[-1].choices[0].finish_reason if chunks else None}, ending {text[-60:]!r}"
 
 
 def test_prompt_plus_max_tokens_over_the_context_is_400(client: openai.OpenAI) -> None:

@@ -5,7 +5,6 @@ test_live_chat.py and test_live_tools.py, which run on both engines."""
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import LiveServer, open_endless_stream, start_live_server, stop_live_server
+from tests.conftest import LiveServer, start_live_server, stop_live_server
+from tests.while_streaming import while_a_stream_runs
 
 pytestmark = [pytest.mark.real, pytest.mark.vllm]
 
@@ -41,31 +41,20 @@ def test_a_stream_arrives_in_pieces_while_vllm_generates_and_closing_it_aborts_i
 ) -> None:
     """Deltas reach the client while vLLM still holds the request, and join to the text. On a
     loaded machine vLLM's processes can hold tokens back for a second or two and vLLM then merges
-    the waiting deltas, so this checks the first pieces against vLLM's own count of running
-    requests, not a chunk per token. The model cannot end the stream (see open_endless_stream), so
-    only an abort inside vLLM brings the count back to 0 once the client closes it."""
-    vllm_server.wait_until_generating(0)
-    opened = time.monotonic()
-    stream = open_endless_stream(client)
-    texts: list[str] = []
-    generating_at_arrival: list[float] = []
-    seconds_at_arrival: list[float] = []
-    try:
+    the waiting deltas, so this reads the first pieces and then asks vLLM's own count of running
+    requests (see while_streaming), not a chunk per token. The model cannot end the stream, so only
+    an abort inside vLLM brings the count back to 0 once the client closes it."""
+
+    def first_pieces(stream: openai.Stream) -> list[str]:
+        texts: list[str] = []
         for chunk in stream:
             if chunk.choices and chunk.choices[0].text:
                 texts.append(chunk.choices[0].text)
-                seconds_at_arrival.append(round(time.monotonic() - opened, 2))
-                generating_at_arrival.append(vllm_server.generating())
             if len(texts) == 5:
                 break
-    finally:
-        stream.close()
-    vllm_server.wait_until_generating(0, timeout=30)
-    assert generating_at_arrival == [1] * 5, (
-        f"vLLM's count of running requests as the first pieces arrived: {generating_at_arrival}, "
-        f"seconds after the request: {seconds_at_arrival}; {vllm_server.warnings_logged()}"
-    )
-    joined, counting_on = "".join(texts), " 13, 14, 15, 16, 17, 18, 19, 20,"
+        return texts
+
+    joined, counting_on = "".join(while_a_stream_runs(vllm_server, client, first_pieces)), " 13, 14, 15, 16, 17, 18, 19, 20,"
     assert joined[: len(counting_on)] == counting_on[: len(joined)], f"the pieces joined: {joined[:80]!r}"
     assert client.completions.create(model="x", prompt=PROMPTS[0], max_tokens=2, temperature=0).choices[0].finish_reason == "length"
 
