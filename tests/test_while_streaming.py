@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.conftest import ROOT
-from tests.while_streaming import while_a_stream_runs
+from tests.while_streaming import ATTEMPTS, while_a_stream_runs
 
 
 @dataclass
@@ -76,12 +76,12 @@ def test_an_attempt_the_stream_did_not_outlast_is_made_again() -> None:
 
 
 def test_a_server_whose_stream_never_outlasts_the_look_fails_with_every_attempt_said() -> None:
-    server = ScriptedServer(ends_during_look={1, 2, 3, 4})
+    server = ScriptedServer(ends_during_look=set(range(1, ATTEMPTS + 2)))
     with pytest.raises(AssertionError) as failed:
         while_a_stream_runs(server, server, server.look)
     message = str(failed.value)
-    assert "in none of 3 attempts" in message and server.attempts == 3
-    assert "attempt 3: the stream had ended by the end of the look" in message
+    assert f"in none of {ATTEMPTS} attempts" in message and server.attempts == ATTEMPTS
+    assert f"attempt {ATTEMPTS}: the stream had ended by the end of the look" in message
     assert "the test process ran throughout" in message
 
 

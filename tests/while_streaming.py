@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Seen = TypeVar("Seen")
-ATTEMPTS = 3
+ATTEMPTS = 4
 
 # A prompt whose greedy continuation is " 13, 14, 15, ...": text without near ties.
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
