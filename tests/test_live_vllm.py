@@ -54,7 +54,8 @@ def test_a_stream_arrives_in_pieces_while_vllm_generates_and_closing_it_aborts_i
                 break
         return texts
 
-    joined, counting_on = "".join(while_a_stream_runs(vllm_server, client, first_pieces)), " 13, 14, 15, 16, 17, 18, 19, 20,"
+    pieces = while_a_stream_runs(vllm_server, client, first_pieces)
+    joined, counting_on = "".join(pieces), " 13, 14, 15, 16, 17, 18, 19, 20,"
     assert joined[: len(counting_on)] == counting_on[: len(joined)], f"the pieces joined: {joined[:80]!r}"
     assert client.completions.create(model="x", prompt=PROMPTS[0], max_tokens=2, temperature=0).choices[0].finish_reason == "length"
 
