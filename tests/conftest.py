@@ -119,11 +119,16 @@ class LiveServer:
         said = [line for line in lines if "ERROR" in line or ("WARNING" in line and not line.startswith("("))]
         return "the server's warnings:\n" + "\n".join(said[-last:])
 
-    def wait_until_generating(self, expected: float, timeout: float = 60) -> None:
+    def generating_after_waiting(self, expected: float, timeout: float = 60) -> float:
+        """The server's count once it is `expected`, or as it is after `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while (count := self.generating()) != expected:
-            assert time.monotonic() < deadline, f"the server generates {count} sequences, not {expected}, after {timeout} s"
+        while (count := self.generating()) != expected and time.monotonic() < deadline:
             time.sleep(0.05)
+        return count
+
+    def wait_until_generating(self, expected: float, timeout: float = 60) -> None:
+        count = self.generating_after_waiting(expected, timeout)
+        assert count == expected, f"the server generates {count} sequences, not {expected}, after {timeout} s"
 
 
 def start_live_server(tmp_dir: Path, port: int | None = None, **env_overrides: str) -> LiveServer:

@@ -6,8 +6,8 @@ while the test process sent nothing for 42 s and, another time, 65 s and then 22
 looks at the server "while" a stream runs cannot tell a server that waited for the stream to end
 from a test that was not running until it had. So an attempt counts only when the server's own
 count of running sequences, asked after the look, shows the stream still generating: then all the
-look saw happened while it did. An attempt the stream outlasted proves nothing either way and is
-made again; a server that answers only once streams end fails every attempt.
+look saw happened while it did. An attempt the stream did not outlast proves nothing either way
+and is made again; a server that answers only once streams end fails every attempt.
 """
 
 from __future__ import annotations
@@ -83,18 +83,16 @@ def while_a_stream_runs(
         opened = time.monotonic()
         stream = open_endless_stream(client)
         try:
-            if _seen_generating(server, within=60):
-                seen = look(stream)
-                if server.generating() == 1:
-                    stream.close()
-                    server.wait_until_generating(0, timeout=30)
-                    return seen
-                tried.append(f"attempt {attempt}: the stream had ended by the end of the look ({time.monotonic() - opened:.1f} s)")
-            else:
-                tried.append(f"attempt {attempt}: the server never counted the stream as generating")
+            running = server.generating_after_waiting(1, timeout=60) == 1
+            seen = look(stream) if running else None
+            outlasted = running and server.generating() == 1
         finally:
             stream.close()
-        tried[-1] += f", {watch.since(opened)}"
+        if outlasted:
+            server.wait_until_generating(0, timeout=30)
+            return seen
+        why = "the stream had ended by the end of the look" if running else "the server never counted the stream as generating"
+        tried.append(f"attempt {attempt}: {why} ({time.monotonic() - opened:.1f} s), {watch.since(opened)}")
         log.warning("inconclusive: %s", tried[-1])
     raise AssertionError(
         f"in none of {attempts} attempts did the server still generate the stream after the look: "
@@ -108,12 +106,3 @@ def open_endless_stream(client: openai.OpenAI) -> openai.Stream:
         model="x", prompt=COUNTING, max_tokens=ENDLESS_STREAM_TOKENS, temperature=0, stream=True,
         extra_body={"grammar": ENDLESS_COUNTING_GRAMMAR},
     )
-
-
-def _seen_generating(server: LiveServer, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while server.generating() != 1:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
